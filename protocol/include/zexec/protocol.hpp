@@ -1,0 +1,148 @@
+// The zexec wire protocol: message types, the versioned envelope, encode/decode.
+//
+// Every zexec message is ONE ZeroMQ frame holding ONE msgpack array:
+//     [version, type, field...]
+// docs/PROTOCOL.md describes every socket, message and field; this header is the C++ view of it
+// and is shared by the daemon, the worker runtime and the client library.
+//
+// decode() never throws and never crashes on hostile input: it returns the message or a reason.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace zexec::proto {
+
+inline constexpr std::uint32_t kVersion = 1;
+
+// Largest frame any zexec socket accepts (ZMQ_MAXMSGSIZE); bigger ones never reach decode().
+inline constexpr std::int64_t kMaxMessageBytes = 64LL << 20;
+
+enum class Type : std::uint8_t {
+  // client (DEALER) <-> daemon (ROUTER, the public endpoint)
+  hello = 1,         // client -> daemon: first message
+  welcome = 2,       // daemon -> client: client id + the results endpoint to connect a PULL to
+  submit = 3,        // client -> daemon: a batch of tasks
+  cancel = 4,        // client -> daemon: cancel request for some tasks
+  cancel_reply = 5,  // daemon -> client: one outcome per task of a cancel
+  ack = 6,           // client -> daemon: updates up to seq are processed, daemon may forget them
+  heartbeat = 7,     // both ways: "I am alive"
+  bye = 8,           // client -> daemon: drop everything of mine
+  error = 9,         // daemon -> client: the client sent something the daemon refused
+  // daemon (PUSH, one per client) -> client (PULL)
+  update = 10,  // task events: started / ok / error / cancelled
+  // worker (PUSH) -> daemon (PULL, shared by all workers)
+  worker_hello = 20,    // first message of a worker: pid, capacity, task names
+  worker_events = 21,   // started + finished tasks; an empty one is a heartbeat
+  worker_revoked = 22,  // answer to revoke: the tasks the worker gave back unstarted
+  // daemon (PUSH, one per worker) -> worker (PULL)
+  tasks = 30,     // a batch of tasks to run in order
+  revoke = 31,    // give these back if not started yet
+  shutdown = 32,  // finish the running task, then exit
+};
+
+// What happened to a task. `started` is an event, the others are final (exactly one per task).
+enum class Outcome : std::uint8_t { started = 0, ok = 1, error = 2, cancelled = 3 };
+
+// Result of cancelling one task.
+enum class CancelOutcome : std::uint8_t {
+  cancelled = 0,  // it had not started and never will run; the future is cancelled
+  running = 1,    // a worker already started it: not cancelled
+  finished = 2,   // it already has a final outcome (or the daemon no longer knows it)
+};
+
+struct TaskSpec {
+  std::uint64_t id = 0;       // client: the client's task id; worker hop: the daemon's handle
+  std::string name;           // registered task name
+  std::string args;           // msgpack-encoded ARRAY of positional arguments (opaque bytes)
+  std::uint32_t timeout_ms = 0;  // 0 = no per-task timeout; field "timeout_ms" of the options map
+};
+
+struct Event {
+  std::uint64_t task_id = 0;
+  Outcome kind = Outcome::ok;
+  std::string value;          // ok: msgpack-encoded return value (opaque bytes)
+  std::string error_type;     // error: e.g. "ValueError", "UnknownTask", "WorkerCrashed"
+  std::string error_message;  // error: human-readable text
+};
+
+struct Hello {
+  std::string client_name;
+  std::int64_t pid = 0;
+};
+struct Welcome {
+  std::uint64_t client_id = 0;
+  std::string results_endpoint;  // where to connect the PULL socket for `update` messages
+  std::uint32_t workers = 0;     // configured pool size
+  std::uint32_t heartbeat_ms = 0;
+};
+struct Submit {
+  std::vector<TaskSpec> tasks;
+};
+struct Cancel {
+  std::uint64_t request_id = 0;
+  std::vector<std::uint64_t> task_ids;
+};
+struct CancelReply {
+  std::uint64_t request_id = 0;
+  std::vector<std::pair<std::uint64_t, CancelOutcome>> outcomes;
+};
+struct Ack {
+  std::uint64_t seq = 0;
+};
+struct Heartbeat {};
+struct Bye {};
+struct Error {
+  std::string code;     // machine-readable, e.g. "bad_message", "unknown_client"
+  std::string message;  // human-readable
+};
+struct Update {
+  std::uint64_t seq = 0;  // per client, starts at 1, +1 per update message
+  std::vector<Event> events;
+};
+struct WorkerHello {
+  std::uint64_t worker_id = 0;  // from $ZEXEC_WORKER_ID
+  std::int64_t pid = 0;
+  std::uint32_t capacity = 0;      // most tasks it accepts at once (running + queued)
+  std::vector<std::string> tasks;  // task names it can run (empty = unknown/any)
+};
+struct WorkerEvents {
+  std::uint64_t worker_id = 0;
+  std::uint64_t busy_us = 0;  // time spent running the tasks finished in this batch
+  std::vector<Event> events;  // task_id = daemon handle
+};
+struct WorkerRevoked {
+  std::uint64_t worker_id = 0;
+  std::vector<std::uint64_t> task_ids;
+};
+struct Tasks {
+  std::vector<TaskSpec> tasks;  // id = daemon handle
+};
+struct Revoke {
+  std::vector<std::uint64_t> task_ids;
+};
+struct Shutdown {};
+
+using Message = std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error,
+                             Update, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
+
+Type type_of(const Message& m);
+const char* type_name(Type t);
+
+// Appends the encoded message to `out` (which is cleared first).
+void encode(const Message& m, std::string& out);
+std::string encode(const Message& m);
+
+struct Decoded {
+  std::optional<Message> message;
+  std::string error;  // set when message is empty: why the frame was refused
+  explicit operator bool() const { return message.has_value(); }
+};
+Decoded decode(std::string_view frame);
+
+}  // namespace zexec::proto
