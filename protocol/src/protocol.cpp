@@ -153,7 +153,9 @@ struct BodyPacker {
 struct Refused {
   std::string why;
 };
-[[noreturn]] void refuse(std::string why) { throw Refused{std::move(why)}; }
+[[noreturn]] void refuse(std::string why) {
+  throw Refused{std::move(why)};
+}
 
 using Obj = msgpack::object;
 
@@ -207,7 +209,8 @@ std::string get_bytes(const Obj& o, const char* what) {
 }
 const msgpack::object_array& get_array(const Obj& o, const char* what, std::uint32_t min_size = 0,
                                        std::uint32_t max_size = UINT32_MAX) {
-  if (o.type != msgpack::type::ARRAY) refuse(std::string(what) + ": expected array, got " + kind_name(o.type));
+  if (o.type != msgpack::type::ARRAY)
+    refuse(std::string(what) + ": expected array, got " + kind_name(o.type));
   if (o.via.array.size < min_size || o.via.array.size > max_size)
     refuse(std::string(what) + ": array of " + std::to_string(o.via.array.size) + " elements, expected " +
            (min_size == max_size ? std::to_string(min_size)
@@ -232,7 +235,8 @@ TaskSpec get_task(const Obj& o) {
   t.args = get_bytes(a.ptr[2], "task args");
   if (a.size == 4) {
     const Obj& opts = a.ptr[3];
-    if (opts.type != msgpack::type::MAP) refuse(std::string("task options: expected map, got ") + kind_name(opts.type));
+    if (opts.type != msgpack::type::MAP)
+      refuse(std::string("task options: expected map, got ") + kind_name(opts.type));
     for (std::uint32_t i = 0; i < opts.via.map.size; ++i) {
       const auto& kv = opts.via.map.ptr[i];
       std::string key = get_str(kv.key, "task option name");
@@ -326,8 +330,10 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
       return Update{get_uint(f[0], "seq"), get_events(f[1])};
     case Type::worker_hello: {
       need(4);
-      WorkerHello h{get_uint(f[0], "worker id"), get_int(f[1], "pid"),
-                    static_cast<std::uint32_t>(get_uint(f[2], "capacity", UINT32_MAX)), {}};
+      WorkerHello h{get_uint(f[0], "worker id"),
+                    get_int(f[1], "pid"),
+                    static_cast<std::uint32_t>(get_uint(f[2], "capacity", UINT32_MAX)),
+                    {}};
       const auto& a = get_array(f[3], "task names");
       for (std::uint32_t i = 0; i < a.size; ++i) h.tasks.push_back(get_str(a.ptr[i], "task name"));
       return h;
@@ -358,10 +364,11 @@ bool known_type(std::uint64_t t) {
 }  // namespace
 
 Type type_of(const Message& m) {
-  static constexpr Type kTypes[] = {Type::hello,        Type::welcome,       Type::submit,         Type::cancel,
-                                    Type::cancel_reply, Type::ack,           Type::heartbeat,      Type::bye,
-                                    Type::error,        Type::update,        Type::worker_hello,   Type::worker_events,
-                                    Type::worker_revoked, Type::tasks,       Type::revoke,         Type::shutdown};
+  static constexpr Type kTypes[] = {
+      Type::hello,          Type::welcome, Type::submit,       Type::cancel,
+      Type::cancel_reply,   Type::ack,     Type::heartbeat,    Type::bye,
+      Type::error,          Type::update,  Type::worker_hello, Type::worker_events,
+      Type::worker_revoked, Type::tasks,   Type::revoke,       Type::shutdown};
   return kTypes[m.index()];
 }
 
@@ -430,7 +437,8 @@ Decoded decode(std::string_view frame) {
     if (root.type != msgpack::type::ARRAY)
       refuse(std::string("envelope: expected array, got ") + kind_name(root.type));
     const auto& a = root.via.array;
-    if (a.size < 2) refuse("envelope: array of " + std::to_string(a.size) + " elements, need [version, type, ...]");
+    if (a.size < 2)
+      refuse("envelope: array of " + std::to_string(a.size) + " elements, need [version, type, ...]");
     auto version = get_uint(a.ptr[0], "version");
     if (version != kVersion)
       refuse("unsupported protocol version " + std::to_string(version) + " (this peer speaks " +

@@ -57,9 +57,9 @@ enum class CancelOutcome : std::uint8_t {
 };
 
 struct TaskSpec {
-  std::uint64_t id = 0;       // client: the client's task id; worker hop: the daemon's handle
-  std::string name;           // registered task name
-  std::string args;           // msgpack-encoded ARRAY of positional arguments (opaque bytes)
+  std::uint64_t id = 0;          // client: the client's task id; worker hop: the daemon's handle
+  std::string name;              // registered task name
+  std::string args;              // msgpack-encoded ARRAY of positional arguments (opaque bytes)
   std::uint32_t timeout_ms = 0;  // 0 = no per-task timeout; field "timeout_ms" of the options map
 };
 
@@ -128,8 +128,8 @@ struct Revoke {
 };
 struct Shutdown {};
 
-using Message = std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error,
-                             Update, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
+using Message = std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Update,
+                             WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
 
 Type type_of(const Message& m);
 const char* type_name(Type t);

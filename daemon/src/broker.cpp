@@ -1,0 +1,232 @@
+// The loop itself: start-up, tick, poll, signals, shutdown.
+#include "broker.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "signals.hpp"
+#include "spawn.hpp"
+
+namespace zexecd {
+
+namespace proto = zexec::proto;
+
+namespace {
+
+// Creates the directory holding an ipc endpoint's socket file, if it is missing.
+void ensure_ipc_dir(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) != 0) return;
+  std::filesystem::path p = endpoint.substr(6);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+}
+
+std::string make_run_dir() {
+  const char* base = std::getenv("XDG_RUNTIME_DIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/zexecd-XXXXXX";
+  if (!mkdtemp(tmpl.data())) {
+    tmpl = "/tmp/zexecd-XXXXXX";
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("cannot create a private run directory");
+  }
+  return tmpl;
+}
+
+}  // namespace
+
+Broker::Broker(Options opts) : opts_(std::move(opts)), ctx_(1) {
+  if (opts_.workers <= 0) opts_.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (opts_.client_timeout_ms <= 0) opts_.client_timeout_ms = 5 * opts_.heartbeat_ms;
+  worker_argv_ = opts_.worker_command.empty() ? std::vector<std::string>{self_dir() + "/zexec-worker"}
+                                              : split_command(opts_.worker_command);
+
+  signal_fd_ = install_signal_handlers();
+
+  front_ = zmq::socket_t(ctx_, zmq::socket_type::router);
+  front_.set(zmq::sockopt::router_mandatory, 1);  // unroutable replies fail loudly, never vanish
+  front_.set(zmq::sockopt::maxmsgsize, proto::kMaxMessageBytes);
+  front_.set(zmq::sockopt::linger, 0);
+  ensure_ipc_dir(opts_.endpoint);
+  if (opts_.endpoint.rfind("ipc://", 0) == 0) {
+    // A socket file left by a daemon that died is harmless to replace, but a live daemon's is
+    // not: refuse to steal the endpoint from a running zexecd.
+    std::string path = opts_.endpoint.substr(6);
+    if (std::filesystem::exists(path)) {
+      zmq::socket_t probe(ctx_, zmq::socket_type::dealer);
+      probe.set(zmq::sockopt::linger, 0);
+      probe.connect(opts_.endpoint);
+      std::string hello = proto::encode(proto::Hello{"zexecd-probe", getpid()});
+      probe.send(zmq::buffer(hello), zmq::send_flags::dontwait);
+      zmq::pollitem_t item{probe.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(300)) > 0)
+        throw std::runtime_error("another zexecd is already serving " + opts_.endpoint);
+      std::filesystem::remove(path);
+    }
+  }
+  front_.bind(opts_.endpoint);
+  opts_.endpoint = front_.get(zmq::sockopt::last_endpoint);
+
+  run_dir_ = make_run_dir();
+  events_endpoint_ = "ipc://" + run_dir_ + "/events";
+  events_ = zmq::socket_t(ctx_, zmq::socket_type::pull);
+  events_.set(zmq::sockopt::maxmsgsize, proto::kMaxMessageBytes);
+  events_.set(zmq::sockopt::linger, 0);
+  events_.bind(events_endpoint_);
+
+  workers_.resize(opts_.workers);
+  respawn_at_.assign(opts_.workers, Clock::now());
+  fast_deaths_.assign(opts_.workers, 0);
+  for (int i = 0; i < opts_.workers; ++i) spawn_worker(i);
+  spdlog::info("zexecd listening on {} with {} workers ({})", opts_.endpoint, opts_.workers, worker_argv_[0]);
+}
+
+Broker::~Broker() {
+  for (auto& w : workers_)
+    if (w && w->pid > 0) {
+      kill(w->pid, SIGKILL);
+      waitpid(w->pid, nullptr, 0);
+    }
+  std::error_code ec;
+  std::filesystem::remove_all(run_dir_, ec);
+  if (opts_.endpoint.rfind("ipc://", 0) == 0) std::filesystem::remove(opts_.endpoint.substr(6), ec);
+}
+
+int Broker::run() {
+  std::vector<zmq::pollitem_t> items;
+  std::vector<Worker*> poll_workers;
+  std::vector<Client*> poll_clients;
+  for (;;) {
+    auto now = Clock::now();
+    auto next = tick(now);
+    if (stopping_ && shutdown_complete()) break;
+
+    items.clear();
+    poll_workers.clear();
+    poll_clients.clear();
+    short front_events = ZMQ_POLLIN | (router_out_.empty() ? 0 : ZMQ_POLLOUT);
+    items.push_back({front_.handle(), 0, front_events, 0});
+    items.push_back({events_.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({nullptr, signal_fd_, ZMQ_POLLIN, 0});
+    for (auto& w : workers_)
+      if (w && !w->pending.empty()) {
+        items.push_back({w->tasks.handle(), 0, ZMQ_POLLOUT, 0});
+        poll_workers.push_back(w.get());
+      }
+    for (auto& [id, c] : clients_)
+      if (c->held) {
+        items.push_back({c->results.handle(), 0, ZMQ_POLLOUT, 0});
+        poll_clients.push_back(c.get());
+      }
+
+    auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(next - now) + std::chrono::milliseconds(1);
+    try {
+      zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      for (auto& item : items) item.revents = 0;  // a signal: handled through the pipe below
+      items[2].revents = ZMQ_POLLIN;
+    }
+
+    if (items[2].revents) handle_signals();
+    if (items[0].revents & ZMQ_POLLOUT) flush_router();
+    if (items[0].revents & ZMQ_POLLIN) read_front();
+    if (items[1].revents & ZMQ_POLLIN) read_events();
+    std::size_t k = 3;
+    for (Worker* w : poll_workers) {
+      if (items[k++].revents & ZMQ_POLLOUT) flush_worker(*w);
+    }
+    now = Clock::now();
+    for (Client* c : poll_clients)
+      if (items[k++].revents & ZMQ_POLLOUT) flush_client(*c, now);
+    dispatch(now);
+    flush_clients(now);
+  }
+  spdlog::info("zexecd stopped: {} submitted, {} succeeded, {} failed, {} cancelled, {} crashed",
+               counters_.submitted, counters_.succeeded, counters_.failed, counters_.cancelled,
+               counters_.crashed);
+  return 0;
+}
+
+Clock::time_point Broker::tick(Clock::time_point now) {
+  // Nothing here may wait: each part does what is due and the loop sleeps until the soonest
+  // next deadline. The fallback bounds the sleep so a lost wake-up costs at most a heartbeat.
+  Clock::time_point next = now + std::chrono::milliseconds(opts_.heartbeat_ms);
+  client_timers(now);
+  worker_timers(now);
+  for (int i = 0; i < opts_.workers; ++i)
+    if (!workers_[i] && !stopping_) next = std::min(next, respawn_at_[i]);
+  if (stopping_) next = std::min(next, stop_deadline_);
+  steal(now);
+  // A worker whose head task runs long may need stealing soon; wake up then.
+  if (opts_.steal_after_ms > 0)
+    for (auto& w : workers_)
+      if (w && w->head_running && w->held.size() > 1)
+        next =
+            std::min(next, std::max(now, w->head_started + std::chrono::milliseconds(opts_.steal_after_ms)));
+  return next;
+}
+
+void Broker::handle_signals() {
+  SignalFlags f = take_signals();
+  if (f.child) reap_children();
+  if (f.terminate) {
+    if (stopping_ || f.terminate_count > 1) {
+      spdlog::warn("second stop signal: stopping now");
+      for (auto& w : workers_)
+        if (w && w->pid > 0) kill(w->pid, SIGKILL);
+      stop_deadline_ = Clock::now();
+      stopping_ = true;
+    } else {
+      begin_shutdown();
+    }
+  }
+  if (f.reload) spdlog::info("SIGHUP: nothing to reload yet");
+}
+
+void Broker::reap_children() {
+  int status = 0;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (auto& w : workers_)
+      if (w && w->pid == pid) {
+        on_worker_exit(*w, status);
+        break;
+      }
+  }
+}
+
+void Broker::begin_shutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  stop_deadline_ = Clock::now() + std::chrono::milliseconds(opts_.shutdown_grace_ms);
+  spdlog::info("stopping: running tasks may finish within {} ms", opts_.shutdown_grace_ms);
+  // Queued tasks will never run now: tell their clients instead of leaving futures hanging.
+  while (auto h = next_queued()) {
+    Task* t = tasks_.get(*h);
+    counters_.cancelled++;
+    finish_task(*h, proto::Event{t->client_task_id, proto::Outcome::cancelled, {}, {}, {}});
+  }
+  std::string bye = proto::encode(proto::Shutdown{});
+  for (auto& w : workers_)
+    if (w) {
+      w->state = WorkerState::stopping;
+      send_to_worker(*w, std::string(bye));
+    }
+}
+
+bool Broker::shutdown_complete() const {
+  for (const auto& w : workers_)
+    if (w) return false;
+  if (Clock::now() > stop_deadline_ + std::chrono::seconds(1)) return true;
+  // Deliver the last results before going away.
+  for (const auto& [id, c] : clients_)
+    if (c->held || !c->outbox.empty()) return false;
+  return true;
+}
+
+}  // namespace zexecd

@@ -1,0 +1,164 @@
+// The broker: zexecd's single-threaded event loop, beanstalkd-style.
+//
+//   loop: tick() runs what is due and returns the next deadline -> poll until then -> dispatch.
+//
+// It never blocks in send(): every send is non-blocking, and a message that would block is held
+// (one per destination) and retried when poll reports POLLOUT. It owns every task from `submit`
+// until the client acknowledges the task's final event; ZeroMQ delivery is never trusted with it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+#include <zmq.hpp>
+
+#include "options.hpp"
+#include "task_table.hpp"
+#include "zexec/protocol.hpp"
+
+namespace zexecd {
+
+using Clock = std::chrono::steady_clock;
+using Handle = TaskTable::Handle;
+
+struct Client {
+  std::uint64_t id = 0;
+  std::string routing_id;  // ROUTER identity of its DEALER
+  std::string name;
+  std::int64_t pid = 0;
+  zmq::socket_t results;  // PUSH bound for this client only
+  std::string results_endpoint;
+  std::deque<Handle> queue;                         // waiting for a worker, oldest first
+  std::unordered_map<std::uint64_t, Handle> tasks;  // client task id -> handle, every unfinished task
+  std::vector<zexec::proto::Event> outbox;          // events not yet put in an update
+  std::optional<std::string> held;                  // an encoded update that would have blocked
+  std::deque<std::pair<std::uint64_t, std::string>> unacked;  // seq -> encoded update, until acked
+  std::uint64_t next_seq = 1;
+  Clock::time_point last_heard;
+  Clock::time_point last_sent;
+  Clock::time_point oldest_unacked_sent;
+  bool in_ready_list = false;
+};
+
+enum class WorkerState : std::uint8_t { starting, ready, stopping };
+
+struct Worker {
+  std::uint64_t id = 0;  // unique over the daemon's life; ZEXEC_WORKER_ID
+  int slot = 0;
+  pid_t pid = -1;
+  WorkerState state = WorkerState::starting;
+  zmq::socket_t tasks;  // PUSH bound for this worker only
+  std::string tasks_endpoint;
+  std::deque<Handle> held;  // sent to it, in the order it will run them
+  std::uint32_t capacity = 1;
+  std::deque<std::string> pending;   // encoded messages that would have blocked, oldest first
+  bool revoke_in_flight = false;     // one revoke at a time, so its answer is unambiguous
+  std::vector<Handle> revoke_queue;  // asked for while one was in flight
+  Clock::time_point spawned;
+  Clock::time_point last_heard;
+  Clock::time_point head_started;  // when held.front() reported started
+  bool head_running = false;
+  std::uint64_t tasks_done = 0;
+};
+
+struct CancelRequest {
+  std::uint64_t client_id = 0;
+  std::uint64_t request_id = 0;
+  std::vector<std::pair<std::uint64_t, zexec::proto::CancelOutcome>> outcomes;
+  int waiting = 0;  // tasks whose revoke is still in flight
+};
+
+struct Counters {
+  std::uint64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0, crashed = 0;
+  std::uint64_t bad_client_frames = 0, bad_worker_frames = 0, worker_restarts = 0;
+};
+
+class Broker {
+ public:
+  explicit Broker(Options opts);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // Runs until SIGTERM/SIGINT and the drain that follows; returns the exit code.
+  int run();
+
+ private:
+  // -- loop (broker.cpp)
+  Clock::time_point tick(Clock::time_point now);
+  void handle_signals();
+  void reap_children();
+  void begin_shutdown();
+  bool shutdown_complete() const;
+
+  // -- clients (clients.cpp)
+  void read_front();
+  void on_client_frame(const std::string& rid, std::string_view frame, std::size_t extra_frames);
+  void on_hello(const std::string& rid, const zexec::proto::Hello& m);
+  void on_submit(Client& c, zexec::proto::Submit& m);
+  void on_cancel(Client& c, const zexec::proto::Cancel& m);
+  void on_ack(Client& c, std::uint64_t seq);
+  void drop_client(std::uint64_t client_id, const char* why);
+  void reply(const std::string& rid, const zexec::proto::Message& m);
+  void flush_router();
+  void post_event(Task& t, zexec::proto::Event&& e);  // queue an event for the task's client
+  void flush_client(Client& c, Clock::time_point now);
+  void flush_clients(Clock::time_point now);
+  void client_timers(Clock::time_point now);
+  void finish_cancel(int req_index);
+  Client* find_client(std::uint64_t id);
+
+  // -- workers (workers.cpp)
+  void spawn_worker(int slot);
+  void read_events();
+  void on_worker_message(zexec::proto::Message& m);
+  void on_worker_events(Worker& w, zexec::proto::WorkerEvents& m);
+  void on_worker_revoked(Worker& w, const zexec::proto::WorkerRevoked& m);
+  void on_worker_exit(Worker& w, int status);
+  void dispatch(Clock::time_point now);
+  void steal(Clock::time_point now);
+  void revoke(Worker& w, const std::vector<Handle>& handles);
+  bool send_to_worker(Worker& w, std::string&& msg);
+  void flush_worker(Worker& w);
+  void worker_timers(Clock::time_point now);
+  std::uint32_t window(const Worker& w) const;
+  Worker* find_worker(std::uint64_t worker_id);
+  std::optional<Handle> next_queued();
+  void requeue_front(Handle h);
+  void finish_task(Handle h, zexec::proto::Event&& e);
+
+  Options opts_;
+  zmq::context_t ctx_;
+  zmq::socket_t front_;   // ROUTER: clients
+  zmq::socket_t events_;  // PULL: all workers
+  std::string run_dir_;   // private directory for worker sockets
+  std::string events_endpoint_;
+  int signal_fd_ = -1;
+
+  TaskTable tasks_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Client>> clients_;
+  std::unordered_map<std::string, std::uint64_t> client_by_rid_;
+  std::deque<std::uint64_t> ready_clients_;                     // clients with queued tasks, round robin
+  std::size_t queued_ = 0;                                      // tasks in client queues (not cancelled)
+  std::deque<std::pair<std::string, std::string>> router_out_;  // (rid, frame) that would have blocked
+  std::vector<std::unique_ptr<Worker>> workers_;                // by slot
+  std::vector<Clock::time_point> respawn_at_;                   // by slot, when a dead slot restarts
+  std::vector<int> fast_deaths_;                                // by slot, deaths soon after start
+  std::vector<std::optional<CancelRequest>> cancels_;
+  std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
+  double avg_task_us_ = -1;  // EWMA of task run time over the pool; -1 = not known yet
+  bool stopping_ = false;
+  Clock::time_point stop_deadline_;
+  Counters counters_;
+  std::vector<std::string> worker_argv_;
+  std::string scratch_;  // reused encode buffer
+};
+
+}  // namespace zexecd

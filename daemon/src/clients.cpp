@@ -1,0 +1,332 @@
+// The client side of the broker: handshake, submit, cancel, acks, and delivering events.
+#include <spdlog/spdlog.h>
+
+#include "broker.hpp"
+
+namespace zexecd {
+
+namespace proto = zexec::proto;
+
+namespace {
+constexpr int kReadBudget = 256;             // frames per socket per loop turn: batching without starvation
+constexpr std::size_t kMaxRouterOut = 4096;  // replies held for slow clients before dropping the oldest
+constexpr std::size_t kMaxEventsPerUpdate = 8192;
+constexpr std::size_t kMaxUpdateBytes = 4 << 20;
+
+std::string results_endpoint_for(const std::string& front, std::uint64_t client_id) {
+  if (front.rfind("ipc://", 0) == 0) return front + ".r" + std::to_string(client_id);
+  // tcp://HOST:PORT -> tcp://HOST:* (ephemeral port, read back after bind)
+  auto colon = front.rfind(':');
+  return front.substr(0, colon) + ":*";
+}
+}  // namespace
+
+Client* Broker::find_client(std::uint64_t id) {
+  auto it = clients_.find(id);
+  return it == clients_.end() ? nullptr : it->second.get();
+}
+
+void Broker::read_front() {
+  for (int n = 0; n < kReadBudget; ++n) {
+    zmq::message_t rid, frame;
+    if (!front_.recv(rid, zmq::recv_flags::dontwait)) return;
+    if (!rid.more()) continue;  // ROUTER always prefixes the identity; nothing to answer
+    if (!front_.recv(frame, zmq::recv_flags::dontwait)) return;
+    std::size_t extra = 0;
+    while (frame.more()) {  // a well-behaved client sends exactly one frame
+      zmq::message_t skip;
+      if (!front_.recv(skip, zmq::recv_flags::dontwait)) break;
+      ++extra;
+      if (!skip.more()) break;
+    }
+    try {
+      on_client_frame(rid.to_string(), frame.to_string_view(), extra);
+    } catch (const std::exception& e) {
+      // The loop must survive anything one client sends.
+      counters_.bad_client_frames++;
+      spdlog::error("error handling a client message: {}", e.what());
+    }
+  }
+}
+
+void Broker::on_client_frame(const std::string& rid, std::string_view frame, std::size_t extra_frames) {
+  if (extra_frames) {
+    counters_.bad_client_frames++;
+    reply(rid, proto::Error{"bad_message",
+                            "expected 1 frame per message, got " + std::to_string(1 + extra_frames)});
+    return;
+  }
+  proto::Decoded d = proto::decode(frame);
+  if (!d) {
+    counters_.bad_client_frames++;
+    spdlog::warn("refused a client frame of {} bytes: {}", frame.size(), d.error);
+    bool version = d.error.rfind("unsupported protocol version", 0) == 0;
+    reply(rid, proto::Error{version ? "bad_version" : "bad_message", d.error});
+    return;
+  }
+  proto::Message& m = *d.message;
+  if (auto* hello = std::get_if<proto::Hello>(&m)) return on_hello(rid, *hello);
+
+  auto it = client_by_rid_.find(rid);
+  Client* c = it == client_by_rid_.end() ? nullptr : find_client(it->second);
+  if (!c) {
+    counters_.bad_client_frames++;
+    reply(rid, proto::Error{"unknown_client",
+                            std::string("send hello before ") + proto::type_name(proto::type_of(m)) +
+                                " (or the daemon forgot this client after it went silent)"});
+    return;
+  }
+  c->last_heard = Clock::now();
+  if (auto* s = std::get_if<proto::Submit>(&m)) return on_submit(*c, *s);
+  if (auto* x = std::get_if<proto::Cancel>(&m)) return on_cancel(*c, *x);
+  if (auto* a = std::get_if<proto::Ack>(&m)) return on_ack(*c, a->seq);
+  if (std::holds_alternative<proto::Heartbeat>(m)) return;
+  if (std::holds_alternative<proto::Bye>(m)) return drop_client(c->id, "said bye");
+  counters_.bad_client_frames++;
+  reply(rid, proto::Error{"bad_message",
+                          std::string("a client may not send ") + proto::type_name(proto::type_of(m))});
+}
+
+void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
+  if (auto it = client_by_rid_.find(rid); it != client_by_rid_.end())
+    drop_client(it->second, "said hello again");
+  if (stopping_) {
+    reply(rid, proto::Error{"shutting_down", "zexecd is stopping and accepts no new clients"});
+    return;
+  }
+  auto c = std::make_unique<Client>();
+  c->id = next_client_id_++;
+  c->routing_id = rid;
+  c->name = m.client_name;
+  c->pid = m.pid;
+  c->results = zmq::socket_t(ctx_, zmq::socket_type::push);
+  c->results.set(zmq::sockopt::sndhwm, 1000);
+  c->results.set(zmq::sockopt::linger, 0);
+  c->results.bind(results_endpoint_for(opts_.endpoint, c->id));
+  c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
+  c->last_heard = c->last_sent = Clock::now();
+  spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
+  reply(rid, proto::Welcome{c->id, c->results_endpoint, static_cast<std::uint32_t>(opts_.workers),
+                            static_cast<std::uint32_t>(opts_.heartbeat_ms)});
+  client_by_rid_[rid] = c->id;
+  clients_.emplace(c->id, std::move(c));
+}
+
+void Broker::on_submit(Client& c, proto::Submit& m) {
+  for (auto& spec : m.tasks) {
+    if (stopping_) {
+      proto::Event e{
+          spec.id, proto::Outcome::error, {}, "ShuttingDown", "zexecd is stopping: task not accepted"};
+      c.outbox.push_back(std::move(e));
+      continue;
+    }
+    if (c.tasks.count(spec.id)) {
+      c.outbox.push_back(proto::Event{spec.id,
+                                      proto::Outcome::error,
+                                      {},
+                                      "DuplicateTaskId",
+                                      "task id " + std::to_string(spec.id) + " is already in flight"});
+      continue;
+    }
+    Handle h = tasks_.alloc();
+    Task* t = tasks_.get(h);
+    t->client_id = c.id;
+    t->client_task_id = spec.id;
+    t->name = std::move(spec.name);
+    t->args = std::move(spec.args);
+    t->timeout_ms = spec.timeout_ms;
+    c.tasks.emplace(spec.id, h);
+    c.queue.push_back(h);
+    ++queued_;
+    counters_.submitted++;
+  }
+  if (!c.queue.empty() && !c.in_ready_list) {
+    c.in_ready_list = true;
+    ready_clients_.push_back(c.id);
+  }
+}
+
+void Broker::on_cancel(Client& c, const proto::Cancel& m) {
+  CancelRequest req{c.id, m.request_id, {}, 0};
+  // Revokes go out per worker, once all ids are looked at.
+  std::unordered_map<int, std::vector<Handle>> to_revoke;
+  int req_index = -1;
+  for (auto id : m.task_ids) {
+    auto it = c.tasks.find(id);
+    Task* t = it == c.tasks.end() ? nullptr : tasks_.get(it->second);
+    if (!t) {
+      req.outcomes.emplace_back(id, proto::CancelOutcome::finished);
+      continue;
+    }
+    Handle h = it->second;
+    switch (t->state) {
+      case TaskState::queued:
+        // Left in the queue as a stale handle: next_queued() skips it.
+        req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
+        --queued_;
+        counters_.cancelled++;
+        c.tasks.erase(it);
+        tasks_.release(h);
+        break;
+      case TaskState::assigned: {
+        if (req_index < 0) {
+          req_index = static_cast<int>(cancels_.size());
+          for (std::size_t i = 0; i < cancels_.size(); ++i)
+            if (!cancels_[i]) req_index = static_cast<int>(i);
+          if (req_index == static_cast<int>(cancels_.size())) cancels_.emplace_back();
+        }
+        t->cancel_req = req_index;
+        req.outcomes.emplace_back(id, proto::CancelOutcome::running);  // decided when the revoke answers
+        req.waiting++;
+        if (!t->revoking) to_revoke[t->worker].push_back(h);
+        break;
+      }
+      default:
+        req.outcomes.emplace_back(id, proto::CancelOutcome::running);
+    }
+  }
+  if (req.waiting == 0) {
+    reply(c.routing_id, proto::CancelReply{req.request_id, std::move(req.outcomes)});
+    return;
+  }
+  cancels_[req_index] = std::move(req);
+  for (auto& [slot, handles] : to_revoke) revoke(*workers_[slot], handles);
+}
+
+// Called when a task of a pending cancel request got its answer (revoked, started or finished).
+void Broker::finish_cancel(int req_index) {
+  auto& req = cancels_[req_index];
+  if (!req || --req->waiting > 0) return;
+  if (Client* c = find_client(req->client_id))
+    reply(c->routing_id, proto::CancelReply{req->request_id, std::move(req->outcomes)});
+  req.reset();
+}
+
+void Broker::on_ack(Client& c, std::uint64_t seq) {
+  while (!c.unacked.empty() && c.unacked.front().first <= seq) c.unacked.pop_front();
+  if (!c.unacked.empty()) c.oldest_unacked_sent = Clock::now();
+}
+
+void Broker::drop_client(std::uint64_t client_id, const char* why) {
+  auto it = clients_.find(client_id);
+  if (it == clients_.end()) return;
+  Client& c = *it->second;
+  spdlog::info("client {} ('{}') gone: {}; dropping {} unfinished tasks", c.id, c.name, why, c.tasks.size());
+  for (auto& [task_id, h] : c.tasks) {
+    Task* t = tasks_.get(h);
+    if (!t) continue;
+    if (t->state == TaskState::queued) {
+      --queued_;
+      tasks_.release(h);
+    } else {
+      t->client_id = 0;  // still at a worker: its result will be discarded
+    }
+  }
+  for (auto& req : cancels_)
+    if (req && req->client_id == client_id) req->client_id = 0;
+  client_by_rid_.erase(c.routing_id);
+  clients_.erase(it);  // closes its results socket (linger 0)
+}
+
+void Broker::reply(const std::string& rid, const proto::Message& m) {
+  std::string frame = proto::encode(m);
+  if (router_out_.empty()) {
+    try {
+      if (front_.send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+        front_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+        if (auto it = client_by_rid_.find(rid); it != client_by_rid_.end())
+          if (Client* c = find_client(it->second)) c->last_sent = Clock::now();
+        return;
+      }
+    } catch (const zmq::error_t& e) {
+      // EHOSTUNREACH: the peer is gone; nobody is left to tell.
+      spdlog::debug("reply to a departed client dropped: {}", e.what());
+      return;
+    }
+  }
+  if (router_out_.size() >= kMaxRouterOut) {
+    spdlog::warn("reply queue full: dropping the oldest held reply");
+    router_out_.pop_front();
+  }
+  router_out_.emplace_back(rid, std::move(frame));
+}
+
+void Broker::flush_router() {
+  while (!router_out_.empty()) {
+    auto& [rid, frame] = router_out_.front();
+    try {
+      if (!front_.send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
+      front_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t&) {
+    }
+    router_out_.pop_front();
+  }
+}
+
+void Broker::post_event(Task& t, proto::Event&& e) {
+  if (Client* c = find_client(t.client_id)) {
+    e.task_id = t.client_task_id;
+    c->outbox.push_back(std::move(e));
+  }
+}
+
+void Broker::flush_client(Client& c, Clock::time_point now) {
+  for (;;) {
+    if (c.held) {
+      if (!c.results.send(zmq::buffer(*c.held), zmq::send_flags::dontwait)) return;
+      c.held.reset();
+      c.last_sent = now;
+    }
+    if (c.outbox.empty() || c.unacked.size() >= static_cast<std::size_t>(opts_.max_unacked_updates)) return;
+    // One update carries as many events as fit, so a burst of results costs one message.
+    proto::Update u{c.next_seq++, {}};
+    std::size_t bytes = 0, n = 0;
+    while (n < c.outbox.size() && n < kMaxEventsPerUpdate && (n == 0 || bytes < kMaxUpdateBytes)) {
+      bytes += c.outbox[n].value.size() + c.outbox[n].error_message.size() + 16;
+      ++n;
+    }
+    if (n == c.outbox.size()) {
+      u.events = std::move(c.outbox);
+      c.outbox.clear();
+    } else {
+      u.events.assign(std::make_move_iterator(c.outbox.begin()),
+                      std::make_move_iterator(c.outbox.begin() + n));
+      c.outbox.erase(c.outbox.begin(), c.outbox.begin() + n);
+    }
+    std::string frame = proto::encode(u);
+    if (c.unacked.empty()) c.oldest_unacked_sent = now;
+    c.unacked.emplace_back(u.seq, frame);
+    c.held = std::move(frame);
+  }
+}
+
+void Broker::flush_clients(Clock::time_point now) {
+  for (auto& [id, c] : clients_)
+    if (!c->outbox.empty() && !c->held) flush_client(*c, now);
+}
+
+void Broker::client_timers(Clock::time_point now) {
+  auto heartbeat = std::chrono::milliseconds(opts_.heartbeat_ms);
+  std::vector<std::uint64_t> gone;
+  for (auto& [id, c] : clients_) {
+    if (now - c->last_heard > std::chrono::milliseconds(opts_.client_timeout_ms)) {
+      gone.push_back(id);
+      continue;
+    }
+    if (now - c->last_sent >= heartbeat) {
+      c->last_sent = now;  // set first: a held heartbeat must not be queued again every turn
+      reply(c->routing_id, proto::Heartbeat{});
+    }
+    // An update not acknowledged for long may have been lost in transit (a reconnecting PULL):
+    // send the unacknowledged ones again; the client ignores sequence numbers it already has.
+    if (!c->unacked.empty() && !c->held && now - c->oldest_unacked_sent > 5 * heartbeat) {
+      spdlog::debug("client {}: resending {} unacknowledged updates", id, c->unacked.size());
+      for (auto& [seq, frame] : c->unacked)
+        if (!c->results.send(zmq::buffer(frame), zmq::send_flags::dontwait)) break;
+      c->oldest_unacked_sent = now;
+    }
+  }
+  for (auto id : gone) drop_client(id, "silent for too long");
+}
+
+}  // namespace zexecd

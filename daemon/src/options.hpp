@@ -1,0 +1,31 @@
+// zexecd's settings. One declarative table (options.cpp) drives the command line, --help and
+// (later) the config file and `status`, so a setting is described exactly once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace zexecd {
+
+struct Options {
+  std::string endpoint;        // client endpoint (ipc:// or tcp://)
+  int workers = 0;             // worker processes; 0 = number of cores
+  std::string worker_command;  // "PATH ARGS..."; empty = zexec-worker beside zexecd
+  std::string log_level = "info";
+  int heartbeat_ms = 1000;        // heartbeat period towards clients and workers
+  int client_timeout_ms = 0;      // a silent client is dropped after this; 0 = 5 x heartbeat
+  int worker_liveness_ms = 3000;  // a silent worker is killed and replaced after this
+  int max_prefetch = 256;         // most unfinished tasks sent to one worker
+  int steal_after_ms = 5;         // a worker's head task running this long lets idle workers take its queue
+  int shutdown_grace_ms = 10000;  // on SIGTERM: how long running tasks may finish
+  int max_unacked_updates = 64;   // per client: updates in flight before the daemon waits for acks
+};
+
+// Parses argv. Throws std::invalid_argument with a message naming the flag on bad input.
+// Returns false when the program should exit 0 at once (--help / --version printed).
+bool parse_options(int argc, char** argv, Options& out);
+
+std::string default_endpoint();
+
+}  // namespace zexecd

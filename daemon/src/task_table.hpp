@@ -1,0 +1,73 @@
+// Every task the daemon owns lives in one slab, addressed by a handle = generation << 32 | slot.
+// A handle outlives its task safely: once the slot is reused the generation differs, so stale
+// handles (in a queue after a cancel, in a late event from a dead worker) simply miss.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace zexecd {
+
+enum class TaskState : std::uint8_t { free, queued, assigned, running };
+
+struct Task {
+  std::uint64_t client_id = 0;
+  std::uint64_t client_task_id = 0;
+  std::string name;
+  std::string args;
+  std::uint32_t timeout_ms = 0;
+  std::uint32_t generation = 0;
+  std::int32_t worker = -1;      // slot of the worker holding it (assigned/running)
+  std::int32_t cancel_req = -1;  // pending cancel request waiting on a revoke
+  TaskState state = TaskState::free;
+  bool revoking = false;  // a revoke for it is in flight
+};
+
+class TaskTable {
+ public:
+  using Handle = std::uint64_t;
+
+  Handle alloc() {
+    std::uint32_t slot;
+    if (!free_.empty()) {
+      slot = free_.back();
+      free_.pop_back();
+    } else {
+      slot = static_cast<std::uint32_t>(tasks_.size());
+      tasks_.emplace_back();
+    }
+    Task& t = tasks_[slot];
+    t.state = TaskState::queued;
+    ++live_;
+    return (static_cast<Handle>(t.generation) << 32) | slot;
+  }
+
+  // The live task behind `h`, or nullptr if it finished (or never existed).
+  Task* get(Handle h) {
+    std::uint32_t slot = static_cast<std::uint32_t>(h);
+    if (slot >= tasks_.size()) return nullptr;
+    Task& t = tasks_[slot];
+    if (t.state == TaskState::free || t.generation != static_cast<std::uint32_t>(h >> 32)) return nullptr;
+    return &t;
+  }
+
+  void release(Handle h) {
+    Task* t = get(h);
+    if (!t) return;
+    std::uint32_t gen = t->generation + 1;
+    *t = Task{};
+    t->generation = gen;
+    free_.push_back(static_cast<std::uint32_t>(h));
+    --live_;
+  }
+
+  std::size_t live() const { return live_; }
+
+ private:
+  std::vector<Task> tasks_;
+  std::vector<std::uint32_t> free_;
+  std::size_t live_ = 0;
+};
+
+}  // namespace zexecd

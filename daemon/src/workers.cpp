@@ -1,0 +1,399 @@
+// The worker side of the broker: spawning, credit-based dispatch, events, revoke/steal, deaths.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "broker.hpp"
+#include "spawn.hpp"
+
+namespace zexecd {
+
+namespace proto = zexec::proto;
+
+namespace {
+constexpr int kReadBudget = 256;
+constexpr auto kFastDeath = std::chrono::seconds(1);  // dying sooner than this after start is "flapping"
+constexpr auto kMaxRespawnDelay = std::chrono::seconds(10);
+constexpr auto kStartupGrace = std::chrono::seconds(10);  // exec + connect, generous for sanitizer builds
+constexpr double kWorkInFlightUs = 2000;                  // keep about this much work queued at each worker
+}  // namespace
+
+Worker* Broker::find_worker(std::uint64_t worker_id) {
+  for (auto& w : workers_)
+    if (w && w->id == worker_id) return w.get();
+  return nullptr;
+}
+
+void Broker::spawn_worker(int slot) {
+  auto w = std::make_unique<Worker>();
+  w->id = next_worker_id_++;
+  w->slot = slot;
+  w->tasks = zmq::socket_t(ctx_, zmq::socket_type::push);
+  w->tasks.set(zmq::sockopt::sndhwm, 1000);
+  w->tasks.set(zmq::sockopt::linger, 0);
+  w->tasks_endpoint = "ipc://" + run_dir_ + "/w" + std::to_string(w->id);
+  w->tasks.bind(w->tasks_endpoint);
+  std::vector<std::string> env = {
+      "ZEXEC_TASKS_ENDPOINT=" + w->tasks_endpoint, "ZEXEC_EVENTS_ENDPOINT=" + events_endpoint_,
+      "ZEXEC_WORKER_ID=" + std::to_string(w->id), "ZEXEC_HEARTBEAT_MS=" + std::to_string(opts_.heartbeat_ms)};
+  w->spawned = w->last_heard = Clock::now();
+  try {
+    w->pid = spawn_process(worker_argv_, env);
+  } catch (const std::exception& e) {
+    spdlog::error("cannot start worker {}: {}", slot, e.what());
+    respawn_at_[slot] = Clock::now() + std::chrono::seconds(1);
+    return;
+  }
+  spdlog::debug("worker {} (id {}) started, pid {}", slot, w->id, w->pid);
+  workers_[slot] = std::move(w);
+}
+
+void Broker::read_events() {
+  for (int n = 0; n < kReadBudget; ++n) {
+    zmq::message_t frame;
+    if (!events_.recv(frame, zmq::recv_flags::dontwait)) return;
+    proto::Decoded d = proto::decode(frame.to_string_view());
+    if (!d) {
+      counters_.bad_worker_frames++;
+      spdlog::warn("refused a worker frame of {} bytes: {}", frame.size(), d.error);
+      continue;
+    }
+    try {
+      on_worker_message(*d.message);
+    } catch (const std::exception& e) {
+      counters_.bad_worker_frames++;
+      spdlog::error("error handling a worker message: {}", e.what());
+    }
+  }
+}
+
+void Broker::on_worker_message(proto::Message& m) {
+  auto now = Clock::now();
+  if (auto* h = std::get_if<proto::WorkerHello>(&m)) {
+    Worker* w = find_worker(h->worker_id);
+    if (!w) return;  // a worker we already replaced
+    w->state = stopping_ ? WorkerState::stopping : WorkerState::ready;
+    w->capacity = std::max<std::uint32_t>(1, h->capacity);
+    w->last_heard = now;
+    spdlog::debug("worker {} ready: pid {}, capacity {}, {} task names", w->slot, h->pid, h->capacity,
+                  h->tasks.size());
+    return;
+  }
+  if (auto* e = std::get_if<proto::WorkerEvents>(&m)) {
+    if (Worker* w = find_worker(e->worker_id)) on_worker_events(*w, *e);
+    return;
+  }
+  if (auto* r = std::get_if<proto::WorkerRevoked>(&m)) {
+    if (Worker* w = find_worker(r->worker_id)) on_worker_revoked(*w, *r);
+    return;
+  }
+  counters_.bad_worker_frames++;
+  spdlog::warn("a worker sent a {} message, which only clients send", proto::type_name(proto::type_of(m)));
+}
+
+void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
+  auto now = Clock::now();
+  w.last_heard = now;
+  std::size_t finals = 0;
+  for (std::size_t i = 0; i < m.events.size(); ++i) {
+    proto::Event& e = m.events[i];
+    Handle h = e.task_id;
+    Task* t = tasks_.get(h);
+    if (!t || t->worker != w.slot) continue;  // stale: revoked and moved, or already settled
+    if (e.kind == proto::Outcome::started) {
+      t->state = TaskState::running;
+      w.head_running = true;
+      w.head_started = now;
+      if (t->cancel_req >= 0) {  // the cancel lost the race: it runs (outcome already "running")
+        t->revoking = false;
+        int req = std::exchange(t->cancel_req, -1);
+        finish_cancel(req);
+      }
+      // The final event right behind it says more; don't send the client both.
+      bool final_follows = i + 1 < m.events.size() && m.events[i + 1].task_id == e.task_id;
+      if (!final_follows) post_event(*t, proto::Event{0, proto::Outcome::started, {}, {}, {}});
+      continue;
+    }
+    ++finals;
+    auto it = std::find(w.held.begin(), w.held.end(), h);
+    if (it != w.held.end()) w.held.erase(it);
+    w.head_running = false;
+    w.tasks_done++;
+    if (e.kind == proto::Outcome::ok)
+      counters_.succeeded++;
+    else
+      counters_.failed++;
+    if (t->cancel_req >= 0) {
+      int req = std::exchange(t->cancel_req, -1);
+      if (auto& r = cancels_[req])
+        for (auto& [id, outcome] : r->outcomes)
+          if (id == t->client_task_id) outcome = proto::CancelOutcome::finished;
+      finish_cancel(req);
+    }
+    finish_task(h, std::move(e));
+  }
+  if (finals && m.busy_us) {
+    double per_task = static_cast<double>(m.busy_us) / static_cast<double>(finals);
+    avg_task_us_ = avg_task_us_ < 0 ? per_task : 0.8 * avg_task_us_ + 0.2 * per_task;
+  }
+}
+
+void Broker::on_worker_revoked(Worker& w, const proto::WorkerRevoked& m) {
+  w.last_heard = Clock::now();
+  // Requeue in reverse so push_front keeps the original order.
+  for (auto it = m.task_ids.rbegin(); it != m.task_ids.rend(); ++it) {
+    Handle h = *it;
+    Task* t = tasks_.get(h);
+    if (!t || t->worker != w.slot) continue;
+    auto pos = std::find(w.held.begin(), w.held.end(), h);
+    if (pos != w.held.end()) w.held.erase(pos);
+    t->revoking = false;
+    if (t->cancel_req >= 0) {
+      int req = std::exchange(t->cancel_req, -1);
+      if (auto& r = cancels_[req])
+        for (auto& [id, outcome] : r->outcomes)
+          if (id == t->client_task_id) outcome = proto::CancelOutcome::cancelled;
+      counters_.cancelled++;
+      if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
+      tasks_.release(h);
+      finish_cancel(req);
+    } else {
+      requeue_front(h);
+    }
+  }
+  // Whatever was asked for and not given back had started: a pending cancel of it failed.
+  for (Handle h : w.held) {
+    Task* t = tasks_.get(h);
+    if (!t || !t->revoking) continue;
+    t->revoking = false;
+    if (t->cancel_req >= 0) finish_cancel(std::exchange(t->cancel_req, -1));
+  }
+  w.revoke_in_flight = false;
+  if (!w.revoke_queue.empty()) revoke(w, std::exchange(w.revoke_queue, {}));
+}
+
+void Broker::on_worker_exit(Worker& w, int status) {
+  std::string how = describe_wait_status(status);
+  bool clean = w.state == WorkerState::stopping && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  if (clean)
+    spdlog::debug("worker {} (pid {}) {}", w.slot, w.pid, how);
+  else
+    spdlog::warn("worker {} (pid {}) {} holding {} tasks", w.slot, w.pid, how, w.held.size());
+  // The worker runs its tasks in order, so only the first one held can have been running.
+  // The rest never started: they go back to the queue (or, when stopping, are cancelled).
+  std::deque<Handle> held = std::move(w.held);
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    Task* t = tasks_.get(held[i]);
+    if (!t) continue;
+    bool was_running = i == 0 && !clean && w.state != WorkerState::starting;
+    if (t->cancel_req >= 0) {
+      int req = std::exchange(t->cancel_req, -1);
+      if (auto& r = cancels_[req])
+        for (auto& [id, outcome] : r->outcomes)
+          if (id == t->client_task_id)
+            outcome = was_running ? proto::CancelOutcome::finished : proto::CancelOutcome::cancelled;
+      if (!was_running) {
+        counters_.cancelled++;
+        if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
+        tasks_.release(held[i]);
+        finish_cancel(req);
+        continue;
+      }
+      finish_cancel(req);
+    }
+    if (was_running) {
+      counters_.crashed++;
+      std::string msg =
+          "worker pid " + std::to_string(w.pid) + " " + how + " while running task '" + t->name + "'";
+      finish_task(held[i], proto::Event{0, proto::Outcome::error, {}, "WorkerCrashed", std::move(msg)});
+    } else if (stopping_) {
+      counters_.cancelled++;
+      finish_task(held[i], proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
+    } else {
+      t->revoking = false;
+      requeue_front(held[i]);
+    }
+  }
+  int slot = w.slot;
+  auto now = Clock::now();
+  if (now - w.spawned < kFastDeath)
+    fast_deaths_[slot]++;
+  else
+    fast_deaths_[slot] = 0;
+  // Exponential backoff for a worker command that keeps dying at start: 100 ms, 200 ms, ... 10 s.
+  std::chrono::milliseconds delay(0);
+  if (fast_deaths_[slot] > 0)
+    delay = std::min<std::chrono::milliseconds>(
+        std::chrono::milliseconds(100L << std::min(fast_deaths_[slot], 8)), kMaxRespawnDelay);
+  if (fast_deaths_[slot] >= 3)
+    spdlog::error("worker command '{}' keeps dying at start ({} in a row, last: {}); retrying in {} ms",
+                  worker_argv_[0], fast_deaths_[slot], how, delay.count());
+  respawn_at_[slot] = now + delay;
+  workers_[slot].reset();  // closes its socket; late events from it no longer match a worker
+  if (!stopping_) counters_.worker_restarts++;
+}
+
+std::uint32_t Broker::window(const Worker& w) const {
+  std::uint32_t cap = std::min<std::uint32_t>(w.capacity, static_cast<std::uint32_t>(opts_.max_prefetch));
+  if (avg_task_us_ < 0) return std::min<std::uint32_t>(cap, 4);
+  // Long tasks: the running one plus one ready behind it (stealing fixes imbalance).
+  // Tiny tasks: enough to cover a round trip to the daemon many times over.
+  double n = 1 + std::ceil(kWorkInFlightUs / std::max(avg_task_us_, 1.0));
+  return std::clamp<std::uint32_t>(static_cast<std::uint32_t>(std::min(n, 1e6)), 1, cap);
+}
+
+std::optional<Handle> Broker::next_queued() {
+  while (!ready_clients_.empty()) {
+    std::uint64_t cid = ready_clients_.front();
+    ready_clients_.pop_front();
+    Client* c = find_client(cid);
+    if (!c) continue;
+    while (!c->queue.empty()) {
+      Handle h = c->queue.front();
+      c->queue.pop_front();
+      Task* t = tasks_.get(h);
+      if (!t || t->state != TaskState::queued) continue;  // cancelled while queued
+      --queued_;
+      // Round robin between clients, one task at a time: a flood from one client does not
+      // starve another.
+      if (!c->queue.empty())
+        ready_clients_.push_back(cid);
+      else
+        c->in_ready_list = false;
+      return h;
+    }
+    c->in_ready_list = false;
+  }
+  return std::nullopt;
+}
+
+void Broker::requeue_front(Handle h) {
+  Task* t = tasks_.get(h);
+  Client* c = t ? find_client(t->client_id) : nullptr;
+  if (!c) {  // its client is gone: nobody wants the result
+    tasks_.release(h);
+    return;
+  }
+  t->state = TaskState::queued;
+  t->worker = -1;
+  c->queue.push_front(h);
+  ++queued_;
+  if (!c->in_ready_list) {
+    c->in_ready_list = true;
+    ready_clients_.push_front(c->id);
+  }
+}
+
+void Broker::finish_task(Handle h, proto::Event&& e) {
+  Task* t = tasks_.get(h);
+  if (!t) return;
+  if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
+  post_event(*t, std::move(e));
+  tasks_.release(h);
+}
+
+void Broker::dispatch(Clock::time_point) {
+  if (queued_ == 0 || stopping_) return;
+  std::vector<Worker*> room;
+  for (auto& w : workers_)
+    if (w && w->state == WorkerState::ready && w->pending.empty() && w->held.size() < window(*w))
+      room.push_back(w.get());
+  if (room.empty()) return;
+  // Share the queue evenly between workers with room, so a short queue is not all handed to
+  // the first worker while the others idle.
+  std::size_t share = (queued_ + room.size() - 1) / room.size();
+  for (Worker* w : room) {
+    std::size_t n = std::min<std::size_t>(window(*w) - w->held.size(), share);
+    proto::Tasks msg;
+    msg.tasks.reserve(n);
+    while (n-- > 0) {
+      auto h = next_queued();
+      if (!h) break;
+      Task* t = tasks_.get(*h);
+      t->state = TaskState::assigned;
+      t->worker = w->slot;
+      w->held.push_back(*h);
+      msg.tasks.push_back(proto::TaskSpec{*h, t->name, t->args, t->timeout_ms});
+    }
+    if (msg.tasks.empty()) break;
+    proto::encode(msg, scratch_);
+    send_to_worker(*w, std::move(scratch_));
+    scratch_.clear();
+  }
+}
+
+void Broker::steal(Clock::time_point now) {
+  if (queued_ > 0 || stopping_) return;
+  bool someone_idle = false;
+  for (auto& w : workers_)
+    if (w && w->state == WorkerState::ready && w->held.empty()) someone_idle = true;
+  if (!someone_idle) return;
+  auto after = std::chrono::milliseconds(opts_.steal_after_ms);
+  for (auto& w : workers_) {
+    if (!w || w->state != WorkerState::ready || !w->head_running || w->held.size() < 2) continue;
+    if (now - w->head_started < after) continue;
+    std::vector<Handle> unstarted(w->held.begin() + 1, w->held.end());
+    spdlog::debug("worker {} busy for {} ms: taking back {} queued tasks", w->slot,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(now - w->head_started).count(),
+                  unstarted.size());
+    revoke(*w, unstarted);
+  }
+}
+
+void Broker::revoke(Worker& w, const std::vector<Handle>& handles) {
+  if (w.revoke_in_flight) {
+    w.revoke_queue.insert(w.revoke_queue.end(), handles.begin(), handles.end());
+    return;
+  }
+  proto::Revoke msg;
+  for (Handle h : handles) {
+    Task* t = tasks_.get(h);
+    if (!t || t->worker != w.slot || t->state != TaskState::assigned || t->revoking) continue;
+    t->revoking = true;
+    msg.task_ids.push_back(h);
+  }
+  if (msg.task_ids.empty()) return;
+  w.revoke_in_flight = true;
+  send_to_worker(w, proto::encode(msg));
+}
+
+bool Broker::send_to_worker(Worker& w, std::string&& msg) {
+  if (w.pending.empty() && w.tasks.send(zmq::buffer(msg), zmq::send_flags::dontwait)) return true;
+  w.pending.push_back(std::move(msg));
+  return false;
+}
+
+void Broker::flush_worker(Worker& w) {
+  while (!w.pending.empty()) {
+    if (!w.tasks.send(zmq::buffer(w.pending.front()), zmq::send_flags::dontwait)) return;
+    w.pending.pop_front();
+  }
+}
+
+void Broker::worker_timers(Clock::time_point now) {
+  for (int i = 0; i < opts_.workers; ++i) {
+    auto& w = workers_[i];
+    if (!w) {
+      if (!stopping_ && now >= respawn_at_[i]) spawn_worker(i);
+      continue;
+    }
+    if (stopping_ && now >= stop_deadline_) {
+      if (w->pid > 0) kill(w->pid, SIGKILL);
+      continue;
+    }
+    auto limit =
+        w->state == WorkerState::starting
+            ? std::max<Clock::duration>(kStartupGrace, std::chrono::milliseconds(opts_.worker_liveness_ms))
+            : Clock::duration(std::chrono::milliseconds(opts_.worker_liveness_ms));
+    if (now - w->last_heard > limit && w->pid > 0) {
+      spdlog::warn("worker {} (pid {}) silent for {} ms: killing it", w->slot, w->pid,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_heard).count());
+      kill(w->pid, SIGKILL);
+      w->last_heard = now;  // don't kill it again every turn while it dies
+    }
+  }
+}
+
+}  // namespace zexecd
