@@ -1,0 +1,223 @@
+// The protocol module: every message round-trips, every kind of malformed frame is refused
+// with a reason, and nothing hostile crashes the decoder.
+#include "zexec/protocol.hpp"
+
+#include <gtest/gtest.h>
+
+#include <msgpack.hpp>
+#include <random>
+
+namespace proto = zexec::proto;
+
+namespace {
+
+template <class T>
+T round_trip(const T& m) {
+  std::string bytes = proto::encode(m);
+  proto::Decoded d = proto::decode(bytes);
+  EXPECT_TRUE(d) << d.error;
+  EXPECT_TRUE(std::holds_alternative<T>(*d.message));
+  // Encoding is deterministic: decoding and re-encoding gives the same bytes.
+  EXPECT_EQ(proto::encode(*d.message), bytes);
+  return std::get<T>(*d.message);
+}
+
+// Packs an arbitrary msgpack value, for building frames the encoder would never produce.
+template <class... A>
+std::string pack(const A&... a) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(sizeof...(a));
+  (pk.pack(a), ...);
+  return std::string(buf.data(), buf.size());
+}
+
+std::string refused(std::string_view frame) {
+  proto::Decoded d = proto::decode(frame);
+  EXPECT_FALSE(d) << "accepted a malformed frame";
+  EXPECT_FALSE(d.error.empty());
+  return d.error;
+}
+
+}  // namespace
+
+TEST(Protocol, ClientMessagesRoundTrip) {
+  auto h = round_trip(proto::Hello{"producer", 4242});
+  EXPECT_EQ(h.client_name, "producer");
+  EXPECT_EQ(h.pid, 4242);
+
+  auto w = round_trip(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 10, 1000});
+  EXPECT_EQ(w.client_id, 7u);
+  EXPECT_EQ(w.results_endpoint, "ipc:///run/zexec/zexecd.sock.r7");
+  EXPECT_EQ(w.workers, 10u);
+  EXPECT_EQ(w.heartbeat_ms, 1000u);
+
+  std::string args = pack(0.25, std::string("x"));
+  auto s = round_trip(proto::Submit{{{1, "sleep", args, 0}, {UINT64_MAX, "echo", "", 1500}}});
+  ASSERT_EQ(s.tasks.size(), 2u);
+  EXPECT_EQ(s.tasks[0].name, "sleep");
+  EXPECT_EQ(s.tasks[0].args, args);
+  EXPECT_EQ(s.tasks[0].timeout_ms, 0u);
+  EXPECT_EQ(s.tasks[1].id, UINT64_MAX);
+  EXPECT_EQ(s.tasks[1].timeout_ms, 1500u);
+
+  auto c = round_trip(proto::Cancel{9, {1, 2, 3}});
+  EXPECT_EQ(c.request_id, 9u);
+  EXPECT_EQ(c.task_ids, (std::vector<std::uint64_t>{1, 2, 3}));
+
+  auto r = round_trip(
+      proto::CancelReply{9, {{1, proto::CancelOutcome::cancelled}, {2, proto::CancelOutcome::running}}});
+  ASSERT_EQ(r.outcomes.size(), 2u);
+  EXPECT_EQ(r.outcomes[1].second, proto::CancelOutcome::running);
+
+  EXPECT_EQ(round_trip(proto::Ack{55}).seq, 55u);
+  round_trip(proto::Heartbeat{});
+  round_trip(proto::Bye{});
+  auto e = round_trip(proto::Error{"bad_message", "what went wrong"});
+  EXPECT_EQ(e.code, "bad_message");
+  EXPECT_EQ(e.message, "what went wrong");
+}
+
+TEST(Protocol, EventsRoundTrip) {
+  std::string value = pack(1, 2, 3);
+  proto::Update u{3,
+                  {{1, proto::Outcome::started, {}, {}, {}},
+                   {1, proto::Outcome::ok, value, {}, {}},
+                   {2, proto::Outcome::error, {}, "ValueError", "bad value"},
+                   {3, proto::Outcome::cancelled, {}, {}, {}}}};
+  auto got = round_trip(u);
+  EXPECT_EQ(got.seq, 3u);
+  ASSERT_EQ(got.events.size(), 4u);
+  EXPECT_EQ(got.events[0].kind, proto::Outcome::started);
+  EXPECT_EQ(got.events[1].value, value);
+  EXPECT_EQ(got.events[2].error_type, "ValueError");
+  EXPECT_EQ(got.events[2].error_message, "bad value");
+  EXPECT_EQ(got.events[3].kind, proto::Outcome::cancelled);
+}
+
+TEST(Protocol, WorkerMessagesRoundTrip) {
+  auto h = round_trip(proto::WorkerHello{12, 999, 256, {"sleep", "echo"}});
+  EXPECT_EQ(h.worker_id, 12u);
+  EXPECT_EQ(h.capacity, 256u);
+  EXPECT_EQ(h.tasks, (std::vector<std::string>{"sleep", "echo"}));
+  auto ev = round_trip(
+      proto::WorkerEvents{12, 1234, {{5, proto::Outcome::ok, pack(msgpack::type::nil_t()), {}, {}}}});
+  EXPECT_EQ(ev.busy_us, 1234u);
+  ASSERT_EQ(ev.events.size(), 1u);
+  auto hb = round_trip(proto::WorkerEvents{12, 0, {}});
+  EXPECT_TRUE(hb.events.empty());
+  EXPECT_EQ(round_trip(proto::WorkerRevoked{12, {4, 5}}).task_ids.size(), 2u);
+  EXPECT_EQ(round_trip(proto::Tasks{{{(7ull << 32) | 3, "noop", pack(), 0}}}).tasks[0].id, (7ull << 32) | 3);
+  EXPECT_EQ(round_trip(proto::Revoke{{1}}).task_ids, (std::vector<std::uint64_t>{1}));
+  round_trip(proto::Shutdown{});
+}
+
+TEST(Protocol, TypeNames) {
+  EXPECT_STREQ(proto::type_name(proto::type_of(proto::Submit{})), "submit");
+  EXPECT_STREQ(proto::type_name(proto::type_of(proto::Shutdown{})), "shutdown");
+  EXPECT_EQ(proto::type_of(proto::WorkerRevoked{}), proto::Type::worker_revoked);
+}
+
+TEST(Protocol, RefusesMalformedEnvelopes) {
+  EXPECT_EQ(refused(""), "empty frame");
+  EXPECT_EQ(refused(std::string("\x93\x01", 2)), "truncated msgpack");
+  EXPECT_NE(refused("\xc1").find("malformed msgpack"), std::string::npos);  // 0xc1 is never used
+  EXPECT_EQ(refused(std::string("\x01", 1)), "envelope: expected array, got int");
+  EXPECT_NE(refused(pack(1)).find("need [version, type"), std::string::npos);
+  EXPECT_EQ(refused(pack(2, 7)), "unsupported protocol version 2 (this peer speaks 1)");
+  EXPECT_EQ(refused(pack(-1, 7)), "version: expected a non-negative int, got int");
+  EXPECT_EQ(refused(pack(1, 99)), "unknown message type 99");
+  EXPECT_EQ(refused(pack(1, std::string("submit"))), "message type: expected a non-negative int, got str");
+  std::string two = proto::encode(proto::Heartbeat{}) + proto::encode(proto::Heartbeat{});
+  EXPECT_EQ(refused(two), "3 trailing bytes after the message");
+}
+
+TEST(Protocol, RefusesWrongFieldsWithTheFieldNamed) {
+  EXPECT_EQ(refused(pack(1, 7, 1)), "heartbeat: 1 fields, expected 0");
+  EXPECT_EQ(refused(pack(1, 1, std::string("x"))), "hello: 1 fields, expected 2");
+  EXPECT_EQ(refused(pack(1, 1, 5, 5)), "client name: expected str, got int");
+  EXPECT_EQ(refused(pack(1, 6, -3)), "seq: expected a non-negative int, got int");
+  EXPECT_EQ(refused(pack(1, 3, 5)), "tasks: expected array, got int");
+
+  // A task with args that are not bytes, an empty name, or an unknown option.
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  auto task_frame = [&](auto fill) {
+    buf.clear();
+    pk.pack_array(3);
+    pk.pack(1);
+    pk.pack(3);
+    pk.pack_array(1);
+    fill();
+    return std::string(buf.data(), buf.size());
+  };
+  EXPECT_EQ(refused(task_frame([&] {
+              pk.pack_array(3);
+              pk.pack(1);
+              pk.pack(std::string("echo"));
+              pk.pack(5);
+            })),
+            "task args: expected bin, got int");
+  EXPECT_EQ(refused(task_frame([&] {
+              pk.pack_array(3);
+              pk.pack(1);
+              pk.pack(std::string(""));
+              pk.pack_bin(0);
+            })),
+            "task name: empty");
+  EXPECT_EQ(refused(task_frame([&] {
+              pk.pack_array(4);
+              pk.pack(1);
+              pk.pack(std::string("echo"));
+              pk.pack_bin(0);
+              pk.pack_map(1);
+              pk.pack(std::string("priority"));
+              pk.pack(1);
+            })),
+            "task options: unknown option 'priority'");
+  EXPECT_EQ(refused(task_frame([&] {
+              pk.pack_array(2);
+              pk.pack(1);
+              pk.pack(std::string("echo"));
+            })),
+            "task: array of 2 elements, expected 3..4");
+}
+
+TEST(Protocol, RefusesBadEvents) {
+  EXPECT_EQ(refused(pack(1, 10, 1, std::vector<std::vector<int>>{{1, 7}})), "event kind: 7 is out of range");
+  EXPECT_EQ(refused(pack(1, 10, 1, std::vector<std::vector<int>>{{1, 1}})),
+            "event of kind 1: 2 elements, expected 3");
+  EXPECT_EQ(refused(pack(1, 21, 1, 0, std::vector<std::vector<int>>{{1, 2, 3, 4}})),
+            "error type: expected str, got int");
+}
+
+TEST(Protocol, LimitsStopHostileSizesAndDepth) {
+  // An array header claiming 2^32-1 elements must not allocate them.
+  std::string huge = pack(1, 3);
+  huge[0] = static_cast<char>(0x93);
+  huge += std::string("\xdd\xff\xff\xff\xff", 5);
+  EXPECT_FALSE(proto::decode(huge));
+  // Deep nesting is refused, not recursed into.
+  std::string deep(1000, '\x91');
+  deep += '\x01';
+  EXPECT_FALSE(proto::decode(deep));
+}
+
+TEST(Protocol, RandomBytesNeverCrash) {
+  std::mt19937 rng(1234);
+  std::string valid = proto::encode(proto::Submit{{{1, "sleep", pack(0.5), 0}, {2, "echo", pack("x"), 10}}});
+  int accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string frame = valid;
+    // Mutate a few bytes of a valid frame: close to real, so the decoder goes deep.
+    for (int k = 0; k < 1 + static_cast<int>(rng() % 4); ++k)
+      frame[rng() % frame.size()] = static_cast<char>(rng());
+    if (rng() % 4 == 0) frame.resize(rng() % frame.size());
+    proto::Decoded d = proto::decode(frame);
+    if (d)
+      ++accepted;
+    else
+      EXPECT_FALSE(d.error.empty());
+  }
+  EXPECT_LT(accepted, 20000);
+}
