@@ -1,0 +1,50 @@
+# Thin wrapper over CMake. `make demo` and `make test` work on a fresh Debian 12 machine: they
+# install whatever Debian packages are missing first (as root, or through sudo).
+#   make test SANITIZE=1   builds in build-asan/ with ASan+UBSan and runs every test there.
+
+BUILD_DIR ?= build
+SANITIZE ?= 0
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifeq ($(SANITIZE),1)
+  BUILD_DIR := build-asan
+  CMAKE_FLAGS += -DZEXEC_SANITIZE=ON
+endif
+
+APT_PACKAGES := cmake g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libspdlog-dev \
+                libgtest-dev python3-zmq python3-msgpack python3-pytest
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps configure build demo test clean format
+
+all: build
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing missing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+# The seed example: 10 random_sleep tasks on an embedded daemon, printed in completion order,
+# then the 0.05 s-timeout variant.
+demo: build
+	$(BUILD_DIR)/bin/as_completed
+	$(BUILD_DIR)/bin/as_completed_timeout
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j2 --timeout 300
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
+
+clean:
+	rm -rf build build-asan
