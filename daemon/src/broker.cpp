@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -82,6 +83,10 @@ Broker::Broker(Options opts) : opts_(std::move(opts)), ctx_(1) {
   fast_deaths_.assign(opts_.workers, 0);
   for (int i = 0; i < opts_.workers; ++i) spawn_worker(i);
   spdlog::info("zexecd listening on {} with {} workers ({})", opts_.endpoint, opts_.workers, worker_argv_[0]);
+  if (opts_.print_endpoint) {
+    std::printf("%s\n", opts_.endpoint.c_str());
+    std::fflush(stdout);
+  }
 }
 
 Broker::~Broker() {

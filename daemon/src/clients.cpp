@@ -121,11 +121,10 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
       continue;
     }
     if (c.tasks.count(spec.id)) {
-      c.outbox.push_back(proto::Event{spec.id,
-                                      proto::Outcome::error,
-                                      {},
-                                      "DuplicateTaskId",
-                                      "task id " + std::to_string(spec.id) + " is already in flight"});
+      // Not an event: an event for this id would settle the first task's future.
+      reply(c.routing_id,
+            proto::Error{"duplicate_task_id", "task id " + std::to_string(spec.id) +
+                                                  " is already in flight; this submit of it was refused"});
       continue;
     }
     Handle h = tasks_.alloc();

@@ -31,6 +31,12 @@ int to_int(const std::string& flag, const std::string& v, long min, long max) {
   return static_cast<int>(n);
 }
 
+bool to_bool(const std::string& flag, const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes") return true;
+  if (v == "false" || v == "0" || v == "no") return false;
+  throw std::invalid_argument("--" + flag + ": '" + v + "' is not true or false");
+}
+
 #define ZX_INT(field, lo, hi, help_text)                                                                    \
   Setting {                                                                                                 \
 #field, "int", help_text,                                                                               \
@@ -40,6 +46,16 @@ int to_int(const std::string& flag, const std::string& v, long min, long max) {
                                                                    o) { return std::to_string(o.field); },  \
                                                                                                         lo, \
                                                                                                         hi  \
+  }
+#define ZX_BOOL(field, help_text)                                                                               \
+  Setting {                                                                                                     \
+#field, "bool", help_text,                                                                                  \
+        [](Options & o,                                                                                         \
+           const std::string&                                                                                   \
+               v) { o.field = to_bool(#field, v); },                                                            \
+                                                  [](const Options&                                             \
+                                                         o) { return std::string(o.field ? "true"               \
+                                                                                         : "false"); } \
   }
 #define ZX_STR(field, help_text)                                                                         \
   Setting {                                                                                              \
@@ -63,6 +79,7 @@ const std::vector<Setting>& table() {
              "idle workers take unstarted tasks queued behind a task running this long, ms"),
       ZX_INT(shutdown_grace_ms, 0, 3600000, "on SIGTERM, how long running tasks may finish, ms"),
       ZX_INT(max_unacked_updates, 1, 65536, "per client: result messages in flight awaiting ack"),
+      ZX_BOOL(print_endpoint, "print the bound endpoint on stdout once serving (useful with tcp://HOST:*)"),
   };
   return t;
 }
@@ -81,7 +98,11 @@ void print_help() {
       "usage: zexecd [--setting VALUE | --setting=VALUE]...\n\nsettings:\n");
   Options defaults;
   for (const auto& s : table()) {
-    std::printf("  --%-22s %s\n", (flag_name(s.name) + " " + (s.type[0] == 'i' ? "N" : "STR")).c_str(),
+    std::printf("  --%-22s %s\n",
+                (flag_name(s.name) + (s.type[0] == 'i'   ? " N"
+                                      : s.type[0] == 's' ? " STR"
+                                                         : ""))
+                    .c_str(),
                 s.help);
     auto d = s.get(defaults);
     if (!d.empty()) std::printf("  %-24s default: %s\n", "", d.c_str());
@@ -122,7 +143,9 @@ bool parse_options(int argc, char** argv, Options& out) {
     for (const auto& s : table())
       if (flag_name(s.name) == name) found = &s;
     if (!found) throw std::invalid_argument("unknown option --" + name + " (see --help)");
-    if (!has_value) {
+    if (!has_value && std::string(found->type) == "bool") {
+      value = "true";
+    } else if (!has_value) {
       if (i + 1 >= argc) throw std::invalid_argument("--" + name + " needs a value");
       value = argv[++i];
     }

@@ -20,6 +20,7 @@ struct Options {
   int steal_after_ms = 5;         // a worker's head task running this long lets idle workers take its queue
   int shutdown_grace_ms = 10000;  // on SIGTERM: how long running tasks may finish
   int max_unacked_updates = 64;   // per client: updates in flight before the daemon waits for acks
+  bool print_endpoint = false;    // print the bound endpoint on stdout once serving (tcp port *)
 };
 
 // Parses argv. Throws std::invalid_argument with a message naming the flag on bad input.

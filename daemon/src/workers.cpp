@@ -237,7 +237,8 @@ void Broker::on_worker_exit(Worker& w, int status) {
 
 std::uint32_t Broker::window(const Worker& w) const {
   std::uint32_t cap = std::min<std::uint32_t>(w.capacity, static_cast<std::uint32_t>(opts_.max_prefetch));
-  if (avg_task_us_ < 0) return std::min<std::uint32_t>(cap, 4);
+  // Until a task has finished nothing is known: one each, so the first tasks spread out.
+  if (avg_task_us_ < 0) return 1;
   // Long tasks: the running one plus one ready behind it (stealing fixes imbalance).
   // Tiny tasks: enough to cover a round trip to the daemon many times over.
   double n = 1 + std::ceil(kWorkInFlightUs / std::max(avg_task_us_, 1.0));
@@ -294,15 +295,21 @@ void Broker::finish_task(Handle h, proto::Event&& e) {
   tasks_.release(h);
 }
 
-void Broker::dispatch(Clock::time_point) {
+void Broker::dispatch(Clock::time_point now) {
   if (queued_ == 0 || stopping_) return;
+  auto stuck_after = std::chrono::milliseconds(opts_.steal_after_ms);
   std::vector<Worker*> room;
-  for (auto& w : workers_)
-    if (w && w->state == WorkerState::ready && w->pending.empty() && w->held.size() < window(*w))
-      room.push_back(w.get());
+  for (auto& w : workers_) {
+    if (!w || w->state != WorkerState::ready || !w->pending.empty() || w->held.size() >= window(*w)) continue;
+    // A worker deep in a long task gets nothing more: it would only hold it hostage.
+    if (w->head_running && now - w->head_started >= stuck_after) continue;
+    room.push_back(w.get());
+  }
   if (room.empty()) return;
-  // Share the queue evenly between workers with room, so a short queue is not all handed to
-  // the first worker while the others idle.
+  // Emptiest first, and an even share each, so a short queue goes to idle workers rather than
+  // all to the first worker with room.
+  std::stable_sort(room.begin(), room.end(),
+                   [](Worker* a, Worker* b) { return a->held.size() < b->held.size(); });
   std::size_t share = (queued_ + room.size() - 1) / room.size();
   for (Worker* w : room) {
     std::size_t n = std::min<std::size_t>(window(*w) - w->held.size(), share);
