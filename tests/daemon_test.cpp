@@ -343,3 +343,16 @@ TEST_F(DaemonTest, SigtermLetsRunningTasksFinishThenExitsZero) {
   ASSERT_TRUE(d.process().wait_exit(15s));
   EXPECT_TRUE(d.process().exited_ok()) << d.process().status();
 }
+
+TEST_F(DaemonTest, HardTimeoutKillsTheWorkerAndFailsOnlyThatTask) {
+  Daemon d(1);
+  RawClient c(ctx_, d.endpoint());
+  auto t0 = std::chrono::steady_clock::now();
+  c.send(proto::Submit{{{1, "sleep", args(30.0), 200}, {2, "echo", args(2), 0}}});
+  ASSERT_TRUE(c.wait_finals(2, 20s));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);  // not the 30 s sleep
+  EXPECT_EQ(c.finals[1].error_type, "TaskTimeout");
+  EXPECT_NE(c.finals[1].error_message.find("ran past its 200 ms timeout"), std::string::npos)
+      << c.finals[1].error_message;
+  EXPECT_EQ(value_of<int>(c.finals[2]), 2);  // queued behind it, run by the replacement worker
+}

@@ -151,9 +151,10 @@ int Broker::run() {
     dispatch(now);
     flush_clients(now);
   }
-  spdlog::info("zexecd stopped: {} submitted, {} succeeded, {} failed, {} cancelled, {} crashed",
-               counters_.submitted, counters_.succeeded, counters_.failed, counters_.cancelled,
-               counters_.crashed);
+  spdlog::info(
+      "zexecd stopped: {} submitted, {} succeeded, {} failed, {} cancelled, {} crashed, {} timed out",
+      counters_.submitted, counters_.succeeded, counters_.failed, counters_.cancelled, counters_.crashed,
+      counters_.timed_out);
   return 0;
 }
 
@@ -167,6 +168,8 @@ Clock::time_point Broker::tick(Clock::time_point now) {
     if (!workers_[i] && !stopping_) next = std::min(next, respawn_at_[i]);
   if (stopping_) next = std::min(next, stop_deadline_);
   steal(now);
+  for (auto& w : workers_)
+    if (w && w->head_running && !w->killed_for_timeout) next = std::min(next, w->head_deadline);
   // A worker whose head task runs long may need stealing soon; wake up then.
   if (opts_.steal_after_ms > 0)
     for (auto& w : workers_)

@@ -65,6 +65,8 @@ struct Worker {
   Clock::time_point last_heard;
   Clock::time_point head_started;  // when held.front() reported started
   bool head_running = false;
+  Clock::time_point head_deadline = Clock::time_point::max();  // the head task's hard timeout
+  bool killed_for_timeout = false;
   std::uint64_t tasks_done = 0;
 };
 
@@ -76,7 +78,7 @@ struct CancelRequest {
 };
 
 struct Counters {
-  std::uint64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0, crashed = 0;
+  std::uint64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0, crashed = 0, timed_out = 0;
   std::uint64_t bad_client_frames = 0, bad_worker_frames = 0, worker_restarts = 0;
 };
 

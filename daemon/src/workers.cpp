@@ -106,6 +106,8 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
       t->state = TaskState::running;
       w.head_running = true;
       w.head_started = now;
+      w.head_deadline =
+          t->timeout_ms ? now + std::chrono::milliseconds(t->timeout_ms) : Clock::time_point::max();
       if (t->cancel_req >= 0) {  // the cancel lost the race: it runs (outcome already "running")
         t->revoking = false;
         int req = std::exchange(t->cancel_req, -1);
@@ -120,6 +122,7 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
     auto it = std::find(w.held.begin(), w.held.end(), h);
     if (it != w.held.end()) w.held.erase(it);
     w.head_running = false;
+    w.head_deadline = Clock::time_point::max();
     w.tasks_done++;
     if (e.kind == proto::Outcome::ok)
       counters_.succeeded++;
@@ -203,7 +206,12 @@ void Broker::on_worker_exit(Worker& w, int status) {
       }
       finish_cancel(req);
     }
-    if (was_running) {
+    if (was_running && w.killed_for_timeout) {
+      counters_.timed_out++;
+      std::string msg = "task '" + t->name + "' ran past its " + std::to_string(t->timeout_ms) +
+                        " ms timeout; its worker (pid " + std::to_string(w.pid) + ") was killed and replaced";
+      finish_task(held[i], proto::Event{0, proto::Outcome::error, {}, "TaskTimeout", std::move(msg)});
+    } else if (was_running) {
       counters_.crashed++;
       std::string msg =
           "worker pid " + std::to_string(w.pid) + " " + how + " while running task '" + t->name + "'";
@@ -389,6 +397,12 @@ void Broker::worker_timers(Clock::time_point now) {
     if (stopping_ && now >= stop_deadline_) {
       if (w->pid > 0) kill(w->pid, SIGKILL);
       continue;
+    }
+    if (w->head_running && now >= w->head_deadline && !w->killed_for_timeout && w->pid > 0) {
+      // A task cannot be interrupted safely inside a worker: the process is the unit of isolation.
+      spdlog::warn("worker {} (pid {}): task past its timeout, killing the worker", w->slot, w->pid);
+      w->killed_for_timeout = true;
+      kill(w->pid, SIGKILL);
     }
     auto limit =
         w->state == WorkerState::starting
