@@ -68,6 +68,7 @@ struct Worker {
   Clock::time_point head_deadline = Clock::time_point::max();  // the head task's hard timeout
   bool killed_for_timeout = false;
   std::uint64_t tasks_done = 0;
+  std::uint64_t rss_bytes = 0;  // last sampled resident memory
 };
 
 struct CancelRequest {
@@ -131,6 +132,7 @@ class Broker {
   void flush_worker(Worker& w);
   void worker_timers(Clock::time_point now);
   std::uint32_t window(const Worker& w) const;
+  void retire(Worker& w, const std::string& why);
   Worker* find_worker(std::uint64_t worker_id);
   std::optional<Handle> next_queued();
   void requeue_front(Handle h);
@@ -155,6 +157,7 @@ class Broker {
   std::vector<int> fast_deaths_;                                // by slot, deaths soon after start
   std::vector<std::optional<CancelRequest>> cancels_;
   std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
+  Clock::time_point next_rss_check_;
   double avg_task_us_ = -1;  // EWMA of task run time over the pool; -1 = not known yet
   bool stopping_ = false;
   Clock::time_point stop_deadline_;

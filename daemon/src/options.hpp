@@ -18,9 +18,11 @@ struct Options {
   int worker_liveness_ms = 3000;  // a silent worker is killed and replaced after this
   int max_prefetch = 256;         // most unfinished tasks sent to one worker
   int steal_after_ms = 5;         // a worker's head task running this long lets idle workers take its queue
-  int shutdown_grace_ms = 10000;  // on SIGTERM: how long running tasks may finish
-  int max_unacked_updates = 64;   // per client: updates in flight before the daemon waits for acks
-  bool print_endpoint = false;    // print the bound endpoint on stdout once serving (tcp port *)
+  int max_tasks_per_worker = 0;   // replace a worker after this many tasks; 0 = never
+  int max_memory_per_worker_mb = 0;  // replace a worker whose RSS passes this, between tasks; 0 = never
+  int shutdown_grace_ms = 10000;     // on SIGTERM: how long running tasks may finish
+  int max_unacked_updates = 64;      // per client: updates in flight before the daemon waits for acks
+  bool print_endpoint = false;       // print the bound endpoint on stdout once serving (tcp port *)
 };
 
 // Parses argv. Throws std::invalid_argument with a message naming the flag on bad input.

@@ -1,9 +1,11 @@
 // The worker side of the broker: spawning, credit-based dispatch, events, revoke/steal, deaths.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "broker.hpp"
 #include "spawn.hpp"
@@ -137,6 +139,9 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
     }
     finish_task(h, std::move(e));
   }
+  if (opts_.max_tasks_per_worker > 0 && w.state == WorkerState::ready &&
+      w.tasks_done >= static_cast<std::uint64_t>(opts_.max_tasks_per_worker))
+    retire(w, "it ran " + std::to_string(w.tasks_done) + " tasks");
   if (finals && m.busy_us) {
     double per_task = static_cast<double>(m.busy_us) / static_cast<double>(finals);
     avg_task_us_ = avg_task_us_ < 0 ? per_task : 0.8 * avg_task_us_ + 0.2 * per_task;
@@ -226,7 +231,7 @@ void Broker::on_worker_exit(Worker& w, int status) {
   }
   int slot = w.slot;
   auto now = Clock::now();
-  if (now - w.spawned < kFastDeath)
+  if (now - w.spawned < kFastDeath && !clean)
     fast_deaths_[slot]++;
   else
     fast_deaths_[slot] = 0;
@@ -241,6 +246,14 @@ void Broker::on_worker_exit(Worker& w, int status) {
   respawn_at_[slot] = now + delay;
   workers_[slot].reset();  // closes its socket; late events from it no longer match a worker
   if (!stopping_) counters_.worker_restarts++;
+}
+
+// Replaces a worker between tasks: it gets no more, finishes the one it runs, and exits; what it
+// held unstarted goes back to the queue when it exits, and a fresh worker takes its slot.
+void Broker::retire(Worker& w, const std::string& why) {
+  spdlog::info("replacing worker {} (pid {}): {}", w.slot, w.pid, why);
+  w.state = WorkerState::stopping;
+  send_to_worker(w, proto::encode(proto::Shutdown{}));
 }
 
 std::uint32_t Broker::window(const Worker& w) const {
@@ -387,7 +400,20 @@ void Broker::flush_worker(Worker& w) {
   }
 }
 
+namespace {
+std::uint64_t resident_bytes(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/statm").c_str(), "r");
+  if (!f) return 0;
+  unsigned long size = 0, resident = 0;
+  int n = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+}  // namespace
+
 void Broker::worker_timers(Clock::time_point now) {
+  bool sample_rss = now >= next_rss_check_;
+  if (sample_rss) next_rss_check_ = now + std::chrono::milliseconds(opts_.heartbeat_ms);
   for (int i = 0; i < opts_.workers; ++i) {
     auto& w = workers_[i];
     if (!w) {
@@ -397,6 +423,13 @@ void Broker::worker_timers(Clock::time_point now) {
     if (stopping_ && now >= stop_deadline_) {
       if (w->pid > 0) kill(w->pid, SIGKILL);
       continue;
+    }
+    if (sample_rss && w->pid > 0) {
+      w->rss_bytes = resident_bytes(w->pid);
+      auto limit = static_cast<std::uint64_t>(opts_.max_memory_per_worker_mb) << 20;
+      if (limit && w->rss_bytes > limit && w->state == WorkerState::ready)
+        retire(*w, "resident memory " + std::to_string(w->rss_bytes >> 20) + " MiB is over the limit of " +
+                       std::to_string(opts_.max_memory_per_worker_mb) + " MiB");
     }
     if (w->head_running && now >= w->head_deadline && !w->killed_for_timeout && w->pid > 0) {
       // A task cannot be interrupted safely inside a worker: the process is the unit of isolation.

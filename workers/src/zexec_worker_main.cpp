@@ -30,6 +30,7 @@ constexpr TaskHelp kTaskHelp[] = {
     {"random_sleep(name, scale) -> str",
      "sleeps v*scale s, v uniform in [0,1); returns \"Task=<name>: <v:.2f>\""},
     {"noop() -> nil", "does nothing (for benchmarks)"},
+    {"pid() -> int", "the worker's process id (for tests of supervision)"},
 };
 
 void print_help() {
@@ -82,6 +83,7 @@ void add_stock_tasks(zexec::Worker& worker) {
     return "Task=" + plain(name) + ": " + value;
   });
   worker.add("noop", [] {});
+  worker.add("pid", [] { return static_cast<std::int64_t>(::getpid()); });
 }
 
 }  // namespace

@@ -1,0 +1,126 @@
+// zexec::Client: submits named tasks to a running zexecd and hands back Futures whose outcomes
+// arrive in the order the tasks finish.
+//
+//   zexec::Client client{"ipc:///run/zexec/zexecd.sock"};   // or "tcp://host:port"
+//   zexec::Future f = client.submit("sleep", 0.25);          // any msgpack-able arguments
+//   double v = f.result<double>();
+//
+// Threads: every public member may be called from any thread. One background I/O thread per
+// client owns both ZeroMQ sockets (they are not thread-safe): submit() only packs the arguments
+// and appends to a bounded outbox; the I/O thread sends everything queued as ONE `submit`
+// message, applies result updates, acks them, and heartbeats (docs/PROTOCOL.md §2-3).
+// Done callbacks run on that I/O thread: keep them short and never block in them on another
+// task of the same client (result()/exception() of an unfinished task and cancel() of a sent
+// one throw zexec::Error there instead of deadlocking). Do not destroy the Client from one of
+// its own callbacks.
+//
+// Liveness: the daemon heartbeats; if nothing arrives for 5 x heartbeat_ms every unfinished
+// future fails with ConnectionError ("lost connection to zexecd ..."), so no waiter hangs. The
+// client does not reconnect: create a new Client.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "zexec/future.hpp"
+#include "zexec/pack.hpp"
+#include "zexec/timeout.hpp"
+
+namespace zexec {
+
+namespace detail {
+class ClientCore;
+}
+
+struct ClientOptions {
+  // client_name sent in `hello` (shows in the daemon's logs); empty = this program's name.
+  std::string name;
+  // The constructor waits this long for the daemon's `welcome`, then throws ConnectionError.
+  std::chrono::milliseconds connect_timeout{5000};
+  // Most tasks waiting in the outbox (packed, not yet handed to ZeroMQ). A full outbox makes
+  // submit() block up to submit_timeout, then throw QueueFull.
+  std::size_t max_outbox = 65536;
+  std::chrono::milliseconds submit_timeout{10000};
+  // cancel() waits this long for the daemon's cancel_reply, then throws ConnectionError.
+  std::chrono::milliseconds cancel_timeout{5000};
+  // On close: how long `bye` and other unsent frames may take to leave (ZMQ_LINGER).
+  std::chrono::milliseconds linger{1000};
+  // Called about every 50 ms while the constructor waits for `welcome`; returning a message
+  // aborts the wait at once with ConnectionError(message). (Executor uses it to notice a daemon
+  // that exited during start-up instead of waiting out the whole connect_timeout.)
+  std::function<std::optional<std::string>()> abort_connect;
+};
+
+struct TaskOptions {
+  // Wall-time limit for running the task (sent as options.timeout_ms); when it passes, the
+  // future fails with TaskTimeoutError. 0 = no limit.
+  std::chrono::milliseconds timeout{0};
+};
+
+class Client {
+ public:
+  // Connects and completes the handshake (hello/welcome). Throws ConnectionError
+  // "zexecd not reachable at ENDPOINT after 5 s" when no welcome comes within connect_timeout.
+  explicit Client(std::string endpoint, ClientOptions options = {});
+  // close(): sends `bye`, stops the I/O thread; unfinished futures fail with ConnectionError.
+  ~Client();
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Submits task `name` with positional arguments (packed as one msgpack array). Never waits for
+  // the daemon; throws QueueFull (outbox full for submit_timeout), ConnectionError (connection
+  // lost/closed) or zexec::Error (empty name, arguments too large).
+  template <class... Args>
+  Future submit(std::string_view name, const Args&... args) {
+    return submit_raw(name, detail::pack_args(args...));
+  }
+  // submit() with per-task options: client.submit_with({.timeout = 2s}, "sleep", 5.0).
+  template <class... Args>
+  Future submit_with(const TaskOptions& options, std::string_view name, const Args&... args) {
+    return submit_raw(name, detail::pack_args(args...), options);
+  }
+  // `args` must already be a msgpack ARRAY of positional arguments.
+  Future submit_raw(std::string_view name, std::string args, const TaskOptions& options = {});
+
+  // The next future of this client to finish, in completion order, or nullopt when none does
+  // within `timeout`. Each completed future is returned once. Only futures the caller still
+  // holds a Future for are queued: a future dropped before it completes is never returned, so
+  // the queue never outgrows what the caller keeps.
+  std::optional<Future> poll(Timeout timeout = std::nullopt);
+
+  // Cancels every task of this client that no worker has started (one round trip); returns how
+  // many were cancelled.
+  std::size_t cancel_all();
+
+  // Waits until every task submitted through this client is done; false on timeout.
+  bool wait_all(Timeout timeout = std::nullopt);
+  std::size_t unfinished() const;  // submitted and not yet done
+
+  // The latest problem reported by the daemon (`error` message) or the connection, "" if none.
+  std::string last_error() const;
+  // False once the connection was lost or the client was closed.
+  bool connected() const;
+
+  const std::string& endpoint() const;
+  std::string results_endpoint() const;  // the PULL endpoint announced in welcome (resolved)
+  std::uint64_t client_id() const;       // assigned by the daemon
+  std::uint32_t workers() const;         // the daemon's configured pool size
+  std::uint32_t heartbeat_ms() const;
+
+  // Sends bye and stops; idempotent. Further submits throw ConnectionError.
+  void close();
+
+ private:
+  detail::ClientCore& core() const;
+  std::shared_ptr<detail::ClientCore> core_;
+};
+
+}  // namespace zexec

@@ -1,0 +1,321 @@
+// ClientCore, the user-thread side: connect, submit, cancel, poll, close.
+#include "client_core.hpp"
+
+#include <errno.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace zexec::detail {
+
+namespace {
+
+// Largest task we accept: its `submit` frame must stay under the protocol's frame limit.
+constexpr std::size_t kMaxTaskArgsBytes = static_cast<std::size_t>(proto::kMaxMessageBytes) - 64 * 1024;
+constexpr std::size_t kMaxTaskNameBytes = 64 * 1024;
+
+std::string default_client_name() {
+  std::string name = program_invocation_short_name ? program_invocation_short_name : "";
+  return name.empty() ? std::string("zexec-client") : name;
+}
+
+}  // namespace
+
+ClientCore::ClientCore(std::string endpoint, ClientOptions options)
+    : endpoint_(std::move(endpoint)), options_(std::move(options)), ctx_(1) {
+  client_name_ = options_.name.empty() ? default_client_name() : options_.name;
+}
+
+ClientCore::~ClientCore() {
+  close();
+}
+
+void ClientCore::connect() {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw Error(std::string("zexec::Client: eventfd failed: ") + std::strerror(errno));
+  try {
+    dealer_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
+    // immediate: frames are only queued on a completed connection, so `hello` waits in our
+    // sendq_ (POLLOUT-gated) until the daemon is really there, and is sent exactly once: a
+    // second hello would make the daemon drop the first client (docs/PROTOCOL.md §2).
+    dealer_.set(zmq::sockopt::immediate, 1);
+    // Retry a missing daemon every 10 ms at first (an Executor's daemon is starting up), backing
+    // off to 1 s so a long-gone daemon is not hammered.
+    dealer_.set(zmq::sockopt::reconnect_ivl, 10);
+    dealer_.set(zmq::sockopt::reconnect_ivl_max, 1000);
+    dealer_.set(zmq::sockopt::linger, static_cast<int>(options_.linger.count()));
+    dealer_.set(zmq::sockopt::maxmsgsize, proto::kMaxMessageBytes);
+    dealer_.connect(endpoint_);
+  } catch (const zmq::error_t& e) {
+    throw ConnectionError("cannot connect to zexecd at " + endpoint_ + ": " + e.what());
+  }
+  sendq_.push_back(proto::encode(proto::Hello{client_name_, static_cast<std::int64_t>(getpid())}));
+  io_ = std::thread([this] { run(); });
+  io_id_ = io_.get_id();
+
+  const auto deadline = Clock::now() + options_.connect_timeout;
+  std::string aborted;
+  std::unique_lock lk(mu_);
+  while (phase_ == Phase::connecting) {
+    auto now = Clock::now();
+    if (now >= deadline) break;
+    auto until = options_.abort_connect ? std::min(deadline, now + std::chrono::milliseconds(50)) : deadline;
+    reply_cv_.wait_until(lk, until);
+    if (phase_ == Phase::connecting && options_.abort_connect) {
+      lk.unlock();
+      auto why = options_.abort_connect();
+      lk.lock();
+      if (why) {
+        aborted = *why;
+        break;
+      }
+    }
+  }
+  if (phase_ == Phase::ready) return;
+  std::string why = phase_ != Phase::connecting ? phase_reason_
+                    : !aborted.empty()          ? aborted
+                                                : "zexecd not reachable at " + endpoint_ + " after " +
+                                             format_seconds(options_.connect_timeout) +
+                                             " (no welcome; is zexecd running and serving that endpoint?)";
+  lk.unlock();
+  close();
+  throw ConnectionError(why);
+}
+
+void ClientCore::close() noexcept {
+  std::lock_guard close_lk(close_mu_);
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  if (wake_fd_ >= 0) wake();
+  if (io_.joinable()) {
+    if (on_io_thread()) return;  // close() from a done callback: the loop ends after the callback
+    io_.join();
+  }
+  if (wake_fd_ >= 0) {
+    ::close(wake_fd_);
+    wake_fd_ = -1;
+  }
+}
+
+void ClientCore::wake() noexcept {
+  std::uint64_t one = 1;
+  // EAGAIN only if the counter is saturated, i.e. a wake-up is pending anyway.
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void ClientCore::throw_unusable() const {
+  if (phase_ == Phase::closed) throw ConnectionError("zexec::Client for " + endpoint_ + " is closed");
+  throw ConnectionError(phase_reason_);
+}
+
+Future ClientCore::submit(std::string_view name, std::string args, const TaskOptions& options) {
+  if (name.empty()) throw Error("submit: empty task name");
+  if (name.size() > kMaxTaskNameBytes)
+    throw Error("submit: task name of " + std::to_string(name.size()) + " bytes");
+  if (args.size() > kMaxTaskArgsBytes)
+    throw Error("submit " + std::string(name) + ": arguments of " + std::to_string(args.size()) +
+                " bytes exceed the 64 MiB message limit");
+  if (options.timeout.count() < 0 || options.timeout.count() > UINT32_MAX)
+    throw Error("submit " + std::string(name) + ": timeout out of range");
+
+  const std::uint64_t id = next_task_id_++;
+  auto state = std::make_shared<FutureState>(id, std::string(name), weak_from_this());
+  proto::TaskSpec spec{id, std::string(name), std::move(args),
+                       static_cast<std::uint32_t>(options.timeout.count())};
+  // Counted before the task becomes visible to the I/O thread, which may finish it at once.
+  {
+    std::lock_guard lk(done_mu_);
+    ++unfinished_;
+  }
+  auto uncount = [this] {
+    std::lock_guard lk(done_mu_);
+    --unfinished_;
+  };
+
+  bool was_empty = false;
+  {
+    std::unique_lock lk(mu_);
+    auto full = [this] { return outbox_.size() >= options_.max_outbox; };
+    if (phase_ == Phase::ready && full()) {
+      // The I/O thread is the one that empties the outbox: it must never wait for room.
+      bool ok = false;
+      if (!on_io_thread()) {
+        ++space_waiters_;
+        ok = space_cv_.wait_for(lk, options_.submit_timeout,
+                                [&] { return phase_ != Phase::ready || !full(); });
+        --space_waiters_;
+      }
+      if (!ok) {
+        uncount();
+        throw QueueFull("submit " + std::string(name) + ": " + std::to_string(options_.max_outbox) +
+                        " tasks waiting to be sent for " + format_seconds(options_.submit_timeout) +
+                        " (zexecd at " + endpoint_ + " is not taking them)");
+      }
+    }
+    if (phase_ != Phase::ready) {
+      uncount();
+      throw_unusable();
+    }
+    was_empty = outbox_.empty();
+    state->queued = true;
+    outbox_.push_back(OutEntry{state, std::move(spec)});
+  }
+  // Waking only on empty -> non-empty keeps a burst of submits at one eventfd write; the I/O
+  // thread drains the whole outbox into one `submit` message.
+  if (was_empty) wake();
+  return FutureAccess::make(std::move(state));
+}
+
+bool ClientCore::cancel(const StatePtr& s) {
+  bool local = false;
+  {
+    std::lock_guard lk(mu_);
+    if (s->queued) {  // never sent: nobody else knows about it
+      s->queued = false;
+      local = true;
+    }
+  }
+  if (local) {
+    s->set_cancelled();
+    return true;
+  }
+  switch (s->status()) {
+    case Status::cancelled:
+      return true;
+    case Status::running:
+    case Status::finished:
+      return false;
+    case Status::pending:
+      break;
+  }
+  if (on_io_thread())
+    throw Error(s->task_name() +
+                ": cancel() of a sent task cannot run on the client's I/O thread (a done "
+                "callback): the daemon's answer would never be read");
+  auto req = std::make_shared<CancelRequest>();
+  req->states.push_back(s);
+  await_cancel(req);
+  // On a `cancelled` outcome the I/O thread completed the state before answering.
+  return s->status() == Status::cancelled;
+}
+
+std::size_t ClientCore::cancel_all() {
+  std::vector<StatePtr> local;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& e : outbox_)
+      if (e.state->queued) {
+        e.state->queued = false;
+        local.push_back(std::move(e.state));
+      }
+    outbox_.clear();
+    if (space_waiters_) space_cv_.notify_all();
+  }
+  for (auto& s : local) s->set_cancelled();
+  {
+    std::lock_guard lk(mu_);
+    if (phase_ != Phase::ready) return local.size();
+  }
+  if (on_io_thread()) throw Error("cancel_all() cannot run on the client's I/O thread (a done callback)");
+  auto req = std::make_shared<CancelRequest>();
+  req->all_pending = true;
+  return local.size() + await_cancel(req);
+}
+
+std::size_t ClientCore::await_cancel(const std::shared_ptr<CancelRequest>& req) {
+  req->request_id = next_request_id_++;
+  req->deadline = Clock::now() + options_.cancel_timeout;
+  std::unique_lock lk(mu_);
+  if (phase_ != Phase::ready) throw_unusable();
+  cancels_.push_back(req);
+  wake();
+  bool answered =
+      reply_cv_.wait_until(lk, req->deadline, [&] { return req->answered || !req->failure.empty(); });
+  if (!answered)
+    throw ConnectionError("no cancel_reply from zexecd at " + endpoint_ + " within " +
+                          format_seconds(options_.cancel_timeout));
+  if (!req->failure.empty()) throw ConnectionError(req->failure);
+  return req->cancelled;
+}
+
+void ClientCore::on_done(const StatePtr& s) noexcept {
+  {
+    std::lock_guard lk(done_mu_);
+    if (unfinished_ > 0) --unfinished_;
+    poll_queue_.push_back(s);
+    // Only futures the user still holds stay queued: prune dead entries whenever the queue has
+    // doubled since the last prune (amortised O(1) per completion).
+    if (poll_queue_.size() >= prune_at_) {
+      std::erase_if(poll_queue_, [](const std::weak_ptr<FutureState>& w) { return w.expired(); });
+      prune_at_ = std::max<std::size_t>(1024, 2 * poll_queue_.size());
+    }
+  }
+  done_cv_.notify_all();
+}
+
+std::optional<Future> ClientCore::poll(const Timeout& timeout) {
+  const Deadline deadline = deadline_from(timeout);
+  std::unique_lock lk(done_mu_);
+  for (;;) {
+    while (!poll_queue_.empty()) {
+      auto w = std::move(poll_queue_.front());
+      poll_queue_.pop_front();
+      if (auto s = w.lock()) return FutureAccess::make(std::move(s));
+    }
+    if (on_io_thread()) return std::nullopt;  // nothing can complete while we block this thread
+    if (!deadline) {
+      done_cv_.wait(lk);
+    } else if (done_cv_.wait_until(lk, *deadline) == std::cv_status::timeout) {
+      if (poll_queue_.empty()) return std::nullopt;
+    }
+  }
+}
+
+bool ClientCore::wait_all(const Timeout& timeout) {
+  const Deadline deadline = deadline_from(timeout);
+  std::unique_lock lk(done_mu_);
+  auto none = [this] { return unfinished_ == 0; };
+  if (none()) return true;
+  if (on_io_thread()) return false;
+  if (!deadline) {
+    done_cv_.wait(lk, none);
+    return true;
+  }
+  return done_cv_.wait_until(lk, *deadline, none);
+}
+
+std::size_t ClientCore::unfinished() const {
+  std::lock_guard lk(done_mu_);
+  return unfinished_;
+}
+
+void ClientCore::set_last_error(std::string text) {
+  std::fprintf(stderr, "zexec: %s\n", text.c_str());
+  std::lock_guard lk(mu_);
+  last_error_ = std::move(text);
+}
+
+std::string ClientCore::last_error() const {
+  std::lock_guard lk(mu_);
+  return last_error_;
+}
+
+bool ClientCore::connected() const {
+  std::lock_guard lk(mu_);
+  return phase_ == Phase::ready;
+}
+
+proto::Welcome ClientCore::welcome() const {
+  std::lock_guard lk(mu_);
+  return welcome_;
+}
+
+std::string ClientCore::results_endpoint() const {
+  std::lock_guard lk(mu_);
+  return results_endpoint_;
+}
+
+}  // namespace zexec::detail

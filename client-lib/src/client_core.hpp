@@ -1,0 +1,146 @@
+// The engine behind zexec::Client (internal): the user-facing side (submit, cancel, poll) in
+// client_core.cpp, the I/O thread that owns the sockets in io_loop.cpp.
+//
+// Sharing rule: user threads never touch a ZeroMQ socket. They hand work to the I/O thread
+// through mu_-guarded queues (outbox_, cancels_) and wake it through an eventfd, which zmq::poll
+// watches like a socket. Everything under "I/O thread only" is touched by that thread alone.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+#include <zmq.hpp>
+
+#include "future_state.hpp"
+#include "zexec/client.hpp"
+#include "zexec/protocol.hpp"
+
+namespace zexec::detail {
+
+class ClientCore final : public StateOwner, public std::enable_shared_from_this<ClientCore> {
+ public:
+  ClientCore(std::string endpoint, ClientOptions options);
+  ~ClientCore() override;
+
+  // Starts the I/O thread and blocks until `welcome` (or throws ConnectionError).
+  void connect();
+  void close() noexcept;
+
+  Future submit(std::string_view name, std::string args, const TaskOptions& options);
+  std::optional<Future> poll(const Timeout& timeout);
+  std::size_t cancel_all();
+  bool wait_all(const Timeout& timeout);
+  std::size_t unfinished() const;
+  std::string last_error() const;
+  bool connected() const;
+  proto::Welcome welcome() const;
+  std::string results_endpoint() const;
+
+  const std::string& endpoint() const noexcept { return endpoint_; }
+
+  // StateOwner
+  bool cancel(const StatePtr& s) override;
+  void on_done(const StatePtr& s) noexcept override;
+  bool on_io_thread() const noexcept override { return std::this_thread::get_id() == io_id_.load(); }
+
+ private:
+  enum class Phase { connecting, ready, broken, closed };
+
+  struct OutEntry {
+    StatePtr state;
+    proto::TaskSpec spec;
+  };
+
+  // One cancel round trip. The user thread waits on reply_cv_ for `answered` (guarded by mu_).
+  struct CancelRequest {
+    std::uint64_t request_id = 0;
+    std::vector<StatePtr> states;  // empty + all_pending: every task not started
+    bool all_pending = false;
+    Clock::time_point deadline;
+    // results, guarded by mu_
+    bool answered = false;
+    std::string failure;  // set instead of an answer when the connection went away
+    std::size_t cancelled = 0;
+  };
+
+  std::size_t await_cancel(const std::shared_ptr<CancelRequest>& req);
+  void wake() noexcept;
+  void set_last_error(std::string text);
+  [[noreturn]] void throw_unusable() const;  // requires mu_ held
+
+  // ---- I/O thread (io_loop.cpp) --------------------------------------------------------
+  void run() noexcept;
+  void loop();
+  void open_results_socket(const proto::Welcome& w);
+  void read_dealer();
+  void read_results();
+  void on_dealer_message(proto::Message& m);
+  void on_update(proto::Update& u);
+  void on_cancel_reply(const proto::CancelReply& r);
+  void take_work(bool& stop);  // outbox + cancel requests -> frames
+  void send_cancel(const std::shared_ptr<CancelRequest>& req);
+  void flush();
+  bool send_frame(const std::string& frame);
+  void apply_event(proto::Event& e);
+  void timers(Clock::time_point now);
+  int poll_timeout_ms(Clock::time_point now) const;
+  void fail_everything(const std::string& reason, Phase phase) noexcept;
+  void say_bye() noexcept;
+
+  const std::string endpoint_;
+  const ClientOptions options_;
+  std::string client_name_;
+
+  // ---- shared, guarded by mu_ ------------------------------------------------------------
+  mutable std::mutex mu_;
+  std::condition_variable space_cv_;  // room in the outbox / phase changed
+  std::condition_variable reply_cv_;  // handshake progressed / a cancel request was answered
+  std::vector<OutEntry> outbox_;      // entries whose state->queued is false were cancelled
+  std::deque<std::shared_ptr<CancelRequest>> cancels_;  // waiting for the I/O thread to send
+  Phase phase_ = Phase::connecting;
+  std::string phase_reason_;  // why broken/closed
+  std::string last_error_;
+  proto::Welcome welcome_;
+  std::string results_endpoint_;
+  bool stop_ = false;
+  std::size_t space_waiters_ = 0;
+
+  // ---- poll queue and unfinished count, guarded by done_mu_ (a leaf lock) -------------------
+  mutable std::mutex done_mu_;
+  std::condition_variable done_cv_;
+  std::deque<std::weak_ptr<FutureState>> poll_queue_;
+  std::size_t prune_at_ = 1024;
+  std::size_t unfinished_ = 0;
+
+  std::atomic<std::uint64_t> next_task_id_{1};
+  std::atomic<std::uint64_t> next_request_id_{1};
+  std::atomic<std::thread::id> io_id_{};
+  int wake_fd_ = -1;
+  std::mutex close_mu_;  // serialises close() (explicit close + destructor)
+  std::thread io_;
+
+  // ---- I/O thread only ---------------------------------------------------------------------
+  zmq::context_t ctx_;
+  zmq::socket_t dealer_;
+  zmq::socket_t results_;
+  bool hello_sent_ = false;
+  Phase io_phase_ = Phase::connecting;  // the I/O thread's copy, to skip locking per message
+  std::unordered_map<std::uint64_t, StatePtr> inflight_;  // sent, no final event yet
+  std::unordered_map<std::uint64_t, std::shared_ptr<CancelRequest>> awaiting_reply_;
+  std::deque<std::string> sendq_;       // encoded frames for the DEALER, in order
+  std::uint64_t acked_upto_ = 0;        // every update up to here is applied (contiguous)
+  std::set<std::uint64_t> seen_ahead_;  // applied updates beyond a gap (a lost update)
+  std::uint64_t ack_sent_ = 0;
+  Clock::time_point last_send_, last_recv_;
+  std::chrono::milliseconds heartbeat_{0};
+};
+
+}  // namespace zexec::detail

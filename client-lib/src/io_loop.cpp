@@ -1,0 +1,403 @@
+// ClientCore, the I/O thread: the only code that touches the client's two sockets.
+//
+//   loop: take queued work (outbox -> `submit` frames, cancel requests) -> flush what ZeroMQ
+//         accepts without blocking -> timers (heartbeat, daemon silence) -> poll
+//         (DEALER, results PULL, wake eventfd) -> read everything that arrived.
+//
+// Nothing here blocks in send(): frames wait in sendq_ and go when poll reports POLLOUT, and
+// the outbox is only drained while sendq_ is short, so a daemon that stops reading makes
+// submit() block and then throw QueueFull instead of growing memory without bound.
+#include <errno.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "client_core.hpp"
+#include "endpoint.hpp"
+
+namespace zexec::detail {
+
+namespace {
+
+constexpr int kReadBudget = 256;               // frames per socket per turn: batching without starvation
+constexpr std::size_t kMaxHeldFrames = 4;      // drain the outbox only while fewer frames wait to go
+constexpr std::size_t kMaxBatchTasks = 16384;  // tasks per `submit` frame
+constexpr std::size_t kMaxBatchBytes = 4 << 20;
+constexpr auto kForgetCancelAfter = std::chrono::seconds(60);  // unanswered cancel requests
+
+}  // namespace
+
+void ClientCore::run() noexcept {
+  io_id_ = std::this_thread::get_id();
+  try {
+    loop();
+  } catch (const std::exception& e) {
+    fail_everything(std::string("zexec client I/O thread failed: ") + e.what(), Phase::broken);
+  }
+  say_bye();
+  fail_everything("zexec::Client for " + endpoint_ + " was closed before the task finished", Phase::closed);
+  try {
+    // Whatever is still queued (bye included) may wait up to `linger` for the daemon to take it.
+    results_.close();
+    dealer_.close();
+  } catch (...) {
+  }
+}
+
+void ClientCore::loop() {
+  last_send_ = last_recv_ = Clock::now();
+  for (;;) {
+    bool stop = false;
+    take_work(stop);
+    if (stop) return;
+    flush();
+    auto now = Clock::now();
+    timers(now);
+
+    bool want_out = !sendq_.empty() || (io_phase_ == Phase::ready && acked_upto_ > ack_sent_);
+    zmq::pollitem_t items[3] = {
+        {dealer_.handle(), 0, static_cast<short>(ZMQ_POLLIN | (want_out ? ZMQ_POLLOUT : 0)), 0},
+        {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+        {results_.handle(), 0, ZMQ_POLLIN, 0},
+    };
+    int n = results_.handle() ? 3 : 2;
+    try {
+      zmq::poll(items, n, std::chrono::milliseconds(poll_timeout_ms(now)));
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;
+      throw;
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      std::uint64_t v;
+      [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
+    }
+    if (items[0].revents & ZMQ_POLLIN) read_dealer();
+    if (n == 3 && (items[2].revents & ZMQ_POLLIN)) read_results();
+  }
+}
+
+int ClientCore::poll_timeout_ms(Clock::time_point now) const {
+  auto next = now + std::chrono::seconds(1);  // stop and new work come with a wake-up anyway
+  if (io_phase_ == Phase::ready && heartbeat_.count() > 0) {
+    next = std::min(next, last_send_ + heartbeat_);
+    next = std::min(next, last_recv_ + 5 * heartbeat_ + std::chrono::milliseconds(1));
+  }
+  auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
+  return static_cast<int>(std::max<std::int64_t>(ms, 0));
+}
+
+// ---- sending ---------------------------------------------------------------------------------
+
+void ClientCore::take_work(bool& stop) {
+  std::vector<OutEntry> batch;
+  std::deque<std::shared_ptr<CancelRequest>> cancels;
+  {
+    std::lock_guard lk(mu_);
+    stop = stop_;
+    if (stop) return;
+    if (io_phase_ == Phase::ready && sendq_.size() < kMaxHeldFrames && !outbox_.empty()) {
+      batch.reserve(outbox_.size());
+      // Claim the tasks while holding mu_: from here on cancel() must ask the daemon.
+      for (auto& e : outbox_) {
+        if (!e.state->queued) continue;  // cancelled locally while queued
+        e.state->queued = false;
+        batch.push_back(std::move(e));
+      }
+      outbox_.clear();
+      if (space_waiters_) space_cv_.notify_all();
+    }
+    cancels.swap(cancels_);
+  }
+  // Submits go before the cancels taken in the same turn: a cancel never overtakes its task.
+  proto::Submit submit;
+  std::size_t bytes = 0;
+  auto emit = [&] {
+    if (submit.tasks.empty()) return;
+    sendq_.push_back(proto::encode(submit));
+    submit.tasks.clear();
+    bytes = 0;
+  };
+  for (auto& e : batch) {
+    bytes += e.spec.args.size() + e.spec.name.size() + 24;
+    inflight_.emplace(e.spec.id, std::move(e.state));
+    submit.tasks.push_back(std::move(e.spec));
+    if (submit.tasks.size() >= kMaxBatchTasks || bytes >= kMaxBatchBytes) emit();
+  }
+  emit();
+  for (auto& req : cancels) send_cancel(req);
+}
+
+void ClientCore::send_cancel(const std::shared_ptr<CancelRequest>& req) {
+  proto::Cancel msg{req->request_id, {}};
+  if (req->all_pending) {
+    for (const auto& [id, s] : inflight_)
+      if (s->status() == Status::pending) msg.task_ids.push_back(id);
+  } else {
+    for (const auto& s : req->states)
+      if (inflight_.count(s->id())) msg.task_ids.push_back(s->id());
+  }
+  if (msg.task_ids.empty()) {  // all already finished: nothing to ask
+    {
+      std::lock_guard lk(mu_);
+      req->answered = true;
+    }
+    reply_cv_.notify_all();
+    return;
+  }
+  awaiting_reply_.emplace(req->request_id, req);
+  sendq_.push_back(proto::encode(msg));
+}
+
+bool ClientCore::send_frame(const std::string& frame) {
+  try {
+    if (!dealer_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) return false;
+  } catch (const zmq::error_t& e) {
+    set_last_error(std::string("send to zexecd failed: ") + e.what());
+    return true;  // dropped: holding it would retry forever
+  }
+  hello_sent_ = true;  // hello is the first frame ever queued
+  last_send_ = Clock::now();
+  return true;
+}
+
+void ClientCore::flush() {
+  // The ack jumps the queue: it is tiny and lets the daemon send more updates.
+  if (io_phase_ == Phase::ready && acked_upto_ > ack_sent_) {
+    if (!send_frame(proto::encode(proto::Ack{acked_upto_}))) return;
+    ack_sent_ = acked_upto_;
+  }
+  while (!sendq_.empty()) {
+    if (!send_frame(sendq_.front())) return;
+    sendq_.pop_front();
+  }
+}
+
+void ClientCore::timers(Clock::time_point now) {
+  if (io_phase_ != Phase::ready) return;
+  if (heartbeat_.count() > 0) {
+    if (now - last_recv_ > 5 * heartbeat_) {
+      fail_everything("lost connection to zexecd at " + endpoint_ + ": nothing heard for " +
+                          format_seconds(now - last_recv_) + " (heartbeat " +
+                          std::to_string(heartbeat_.count()) + " ms)",
+                      Phase::broken);
+      return;
+    }
+    if (now - last_send_ >= heartbeat_ && sendq_.empty()) {
+      sendq_.push_back(proto::encode(proto::Heartbeat{}));
+      flush();
+    }
+  }
+  std::erase_if(awaiting_reply_,
+                [&](const auto& kv) { return now > kv.second->deadline + kForgetCancelAfter; });
+}
+
+void ClientCore::say_bye() noexcept {
+  if (io_phase_ == Phase::broken) {
+    // The daemon is gone or forgot us: nobody would take a bye, so do not linger for it.
+    try {
+      dealer_.set(zmq::sockopt::linger, 0);
+    } catch (...) {
+    }
+    return;
+  }
+  if (!hello_sent_) return;  // the daemon never heard of us
+  try {
+    sendq_.clear();
+    std::string bye = proto::encode(proto::Bye{});
+    auto deadline = Clock::now() + options_.linger;
+    for (;;) {
+      if (dealer_.send(zmq::buffer(bye), zmq::send_flags::dontwait)) return;
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return;
+      zmq::pollitem_t item{dealer_.handle(), 0, ZMQ_POLLOUT, 0};
+      zmq::poll(&item, 1, left);
+    }
+  } catch (...) {
+    // The daemon drops a silent client on its own after 5 heartbeats.
+  }
+}
+
+// ---- receiving -------------------------------------------------------------------------------
+
+void ClientCore::read_dealer() {
+  for (int i = 0; i < kReadBudget; ++i) {
+    zmq::message_t msg;
+    if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) return;
+    last_recv_ = Clock::now();
+    while (msg.more()) {  // the protocol is one frame per message: skip any extra frames
+      zmq::message_t extra;
+      if (!dealer_.recv(extra, zmq::recv_flags::dontwait) || !extra.more()) break;
+    }
+    proto::Decoded d = proto::decode(msg.to_string_view());
+    if (!d) {
+      set_last_error("undecodable message from zexecd at " + endpoint_ + ": " + d.error);
+      continue;
+    }
+    on_dealer_message(*d.message);
+  }
+}
+
+void ClientCore::read_results() {
+  for (int i = 0; i < kReadBudget; ++i) {
+    zmq::message_t msg;
+    if (!results_.recv(msg, zmq::recv_flags::dontwait)) return;
+    last_recv_ = Clock::now();
+    proto::Decoded d = proto::decode(msg.to_string_view());
+    if (!d) {
+      set_last_error("undecodable update from zexecd at " + endpoint_ + ": " + d.error);
+      continue;
+    }
+    if (auto* u = std::get_if<proto::Update>(&*d.message))
+      on_update(*u);
+    else
+      set_last_error(std::string("unexpected ") + proto::type_name(proto::type_of(*d.message)) +
+                     " on the results socket");
+  }
+}
+
+void ClientCore::open_results_socket(const proto::Welcome& w) {
+  std::string ep = resolve_results_endpoint(w.results_endpoint, endpoint_);
+  results_ = zmq::socket_t(ctx_, zmq::socket_type::pull);
+  results_.set(zmq::sockopt::linger, 0);
+  results_.set(zmq::sockopt::maxmsgsize, proto::kMaxMessageBytes);
+  results_.connect(ep);
+  heartbeat_ = std::chrono::milliseconds(w.heartbeat_ms);
+  io_phase_ = Phase::ready;
+  {
+    std::lock_guard lk(mu_);
+    welcome_ = w;
+    results_endpoint_ = ep;
+    phase_ = Phase::ready;
+  }
+  reply_cv_.notify_all();
+}
+
+void ClientCore::on_dealer_message(proto::Message& m) {
+  if (auto* w = std::get_if<proto::Welcome>(&m)) {
+    if (io_phase_ != Phase::connecting) return;  // we said hello once; a stray welcome changes nothing
+    try {
+      open_results_socket(*w);
+    } catch (const zmq::error_t& e) {
+      fail_everything("cannot connect to the results endpoint " + w->results_endpoint +
+                          " announced by zexecd at " + endpoint_ + ": " + e.what(),
+                      Phase::broken);
+    }
+    return;
+  }
+  if (auto* r = std::get_if<proto::CancelReply>(&m)) return on_cancel_reply(*r);
+  if (std::holds_alternative<proto::Heartbeat>(m)) return;
+  if (auto* e = std::get_if<proto::Error>(&m)) {
+    std::string text = "zexecd at " + endpoint_ + " reported " + e->code + ": " + e->message;
+    // These mean the daemon has no record of this client: none of our tasks will ever report.
+    if (io_phase_ == Phase::connecting || e->code == "unknown_client" || e->code == "bad_version" ||
+        e->code == "shutting_down")
+      fail_everything(text, Phase::broken);
+    else
+      set_last_error(text);  // error messages name no request: nothing to attribute it to
+    return;
+  }
+  set_last_error(std::string("unexpected ") + proto::type_name(proto::type_of(m)) + " from zexecd at " +
+                 endpoint_);
+}
+
+void ClientCore::on_update(proto::Update& u) {
+  // The daemon resends unacknowledged updates when an ack is late: apply each seq once.
+  if (u.seq <= acked_upto_ || seen_ahead_.count(u.seq)) return;
+  for (auto& e : u.events) apply_event(e);
+  if (u.seq == acked_upto_ + 1) {
+    acked_upto_ = u.seq;
+    while (!seen_ahead_.empty() && *seen_ahead_.begin() == acked_upto_ + 1) {
+      ++acked_upto_;
+      seen_ahead_.erase(seen_ahead_.begin());
+    }
+  } else {
+    // A gap (an update lost while the PULL reconnected): acks are cumulative, so we keep acking
+    // only up to the gap until the daemon's resend fills it.
+    seen_ahead_.insert(u.seq);
+  }
+}
+
+void ClientCore::apply_event(proto::Event& e) {
+  auto it = inflight_.find(e.task_id);
+  if (it == inflight_.end()) return;  // already final (a resent update, or failed locally)
+  if (e.kind == proto::Outcome::started) {
+    it->second->set_running();
+    return;
+  }
+  StatePtr s = std::move(it->second);
+  inflight_.erase(it);
+  switch (e.kind) {
+    case proto::Outcome::ok:
+      s->set_value(std::move(e.value));
+      break;
+    case proto::Outcome::error:
+      s->set_error(Failure::task, std::move(e.error_type), std::move(e.error_message));
+      break;
+    default:
+      s->set_cancelled();
+  }
+}
+
+void ClientCore::on_cancel_reply(const proto::CancelReply& r) {
+  // Applied even when the asker gave up waiting: a task the daemon cancelled gets no other
+  // event, so its future must be completed here or it would stay pending forever.
+  std::size_t n = 0;
+  for (const auto& [id, outcome] : r.outcomes) {
+    if (outcome != proto::CancelOutcome::cancelled) continue;
+    auto it = inflight_.find(id);
+    if (it == inflight_.end()) continue;
+    StatePtr s = std::move(it->second);
+    inflight_.erase(it);
+    s->set_cancelled();
+    ++n;
+  }
+  auto it = awaiting_reply_.find(r.request_id);
+  if (it == awaiting_reply_.end()) return;
+  {
+    std::lock_guard lk(mu_);
+    it->second->answered = true;
+    it->second->cancelled = n;
+  }
+  awaiting_reply_.erase(it);
+  reply_cv_.notify_all();
+}
+
+// ---- failure ---------------------------------------------------------------------------------
+
+void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcept {
+  std::vector<StatePtr> states;
+  states.reserve(inflight_.size());
+  for (auto& [id, s] : inflight_) states.push_back(std::move(s));
+  inflight_.clear();
+  bool report = false;
+  {
+    std::lock_guard lk(mu_);
+    for (auto& e : outbox_)
+      if (e.state->queued) {
+        e.state->queued = false;
+        states.push_back(std::move(e.state));
+      }
+    outbox_.clear();
+    report = phase == Phase::broken && phase_ != Phase::broken;
+    if (phase_ != Phase::broken || phase == Phase::closed) {
+      phase_ = phase;
+      if (phase == Phase::broken) phase_reason_ = reason;
+    }
+    if (phase == Phase::broken) last_error_ = reason;
+    for (auto& [id, req] : awaiting_reply_) req->failure = reason;
+    for (auto& req : cancels_) req->failure = reason;
+    cancels_.clear();
+  }
+  awaiting_reply_.clear();
+  io_phase_ = phase;
+  space_cv_.notify_all();
+  reply_cv_.notify_all();
+  if (report) std::fprintf(stderr, "zexec: %s\n", reason.c_str());
+  // In submission order, so waiters see a deterministic sequence.
+  std::sort(states.begin(), states.end(),
+            [](const StatePtr& a, const StatePtr& b) { return a->id() < b->id(); });
+  for (auto& s : states) s->set_error(Failure::connection, "ConnectionError", reason);
+}
+
+}  // namespace zexec::detail

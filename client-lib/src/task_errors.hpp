@@ -1,0 +1,13 @@
+// Building exceptions from wire outcomes (internal).
+#pragma once
+
+#include <exception>
+#include <string>
+
+namespace zexec::detail {
+
+// The TaskError subclass matching a remote error type (WorkerCrashed, TaskTimeout, else TaskError).
+std::exception_ptr make_task_error(const std::string& task_name, const std::string& type,
+                                   const std::string& message);
+
+}  // namespace zexec::detail
