@@ -164,6 +164,10 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   Clock::time_point next = now + std::chrono::milliseconds(opts_.heartbeat_ms);
   client_timers(now);
   worker_timers(now);
+  if (queued_ > 0 && pool_broken())
+    fail_queued("WorkerUnavailable", "no worker can start: the worker command '" + worker_argv_[0] +
+                                         "' failed at start-up repeatedly (last: " + last_start_failure_ +
+                                         "); zexecd keeps retrying it");
   for (int i = 0; i < opts_.workers; ++i)
     if (!workers_[i] && !stopping_) next = std::min(next, respawn_at_[i]);
   if (stopping_) next = std::min(next, stop_deadline_);

@@ -67,6 +67,7 @@ struct Worker {
   bool head_running = false;
   Clock::time_point head_deadline = Clock::time_point::max();  // the head task's hard timeout
   bool killed_for_timeout = false;
+  bool killed_for_silence = false;
   std::uint64_t tasks_done = 0;
   std::uint64_t rss_bytes = 0;  // last sampled resident memory
 };
@@ -133,6 +134,8 @@ class Broker {
   void worker_timers(Clock::time_point now);
   std::uint32_t window(const Worker& w) const;
   void retire(Worker& w, const std::string& why);
+  bool pool_broken() const;
+  void fail_queued(const std::string& type, const std::string& message);
   Worker* find_worker(std::uint64_t worker_id);
   std::optional<Handle> next_queued();
   void requeue_front(Handle h);
@@ -158,7 +161,8 @@ class Broker {
   std::vector<std::optional<CancelRequest>> cancels_;
   std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
   Clock::time_point next_rss_check_;
-  double avg_task_us_ = -1;  // EWMA of task run time over the pool; -1 = not known yet
+  std::string last_start_failure_;  // how the last worker that died at start-up ended
+  double avg_task_us_ = -1;         // EWMA of task run time over the pool; -1 = not known yet
   bool stopping_ = false;
   Clock::time_point stop_deadline_;
   Counters counters_;

@@ -16,7 +16,7 @@ namespace proto = zexec::proto;
 
 namespace {
 constexpr int kReadBudget = 256;
-constexpr auto kFastDeath = std::chrono::seconds(1);  // dying sooner than this after start is "flapping"
+constexpr int kFlapping = 3;  // deaths before hello, in a row, after which a slot counts as broken
 constexpr auto kMaxRespawnDelay = std::chrono::seconds(10);
 constexpr auto kStartupGrace = std::chrono::seconds(10);  // exec + connect, generous for sanitizer builds
 constexpr double kWorkInFlightUs = 2000;                  // keep about this much work queued at each worker
@@ -195,7 +195,11 @@ void Broker::on_worker_exit(Worker& w, int status) {
   for (std::size_t i = 0; i < held.size(); ++i) {
     Task* t = tasks_.get(held[i]);
     if (!t) continue;
-    bool was_running = i == 0 && !clean && w.state != WorkerState::starting;
+    // A worker we killed for silence that never reported starting its first task most likely
+    // never ran it (stopped before taking it): that task goes back to the queue. A crash always
+    // costs the first task: the started event may not have left the worker before it died.
+    bool was_running =
+        i == 0 && !clean && w.state != WorkerState::starting && !(w.killed_for_silence && !w.head_running);
     if (t->cancel_req >= 0) {
       int req = std::exchange(t->cancel_req, -1);
       if (auto& r = cancels_[req])
@@ -219,7 +223,11 @@ void Broker::on_worker_exit(Worker& w, int status) {
     } else if (was_running) {
       counters_.crashed++;
       std::string msg =
-          "worker pid " + std::to_string(w.pid) + " " + how + " while running task '" + t->name + "'";
+          "worker pid " + std::to_string(w.pid) + " " +
+          (w.killed_for_silence
+               ? "stopped responding for " + std::to_string(opts_.worker_liveness_ms) + " ms and was killed"
+               : how) +
+          " while running task '" + t->name + "'";
       finish_task(held[i], proto::Event{0, proto::Outcome::error, {}, "WorkerCrashed", std::move(msg)});
     } else if (stopping_) {
       counters_.cancelled++;
@@ -231,16 +239,20 @@ void Broker::on_worker_exit(Worker& w, int status) {
   }
   int slot = w.slot;
   auto now = Clock::now();
-  if (now - w.spawned < kFastDeath && !clean)
+  // Dying before saying hello is a start failure (bad command, crash at start-up): back off.
+  // A worker that served and then died is just replaced.
+  if (w.state == WorkerState::starting) {
     fast_deaths_[slot]++;
-  else
+    last_start_failure_ = how;
+  } else {
     fast_deaths_[slot] = 0;
+  }
   // Exponential backoff for a worker command that keeps dying at start: 100 ms, 200 ms, ... 10 s.
   std::chrono::milliseconds delay(0);
   if (fast_deaths_[slot] > 0)
     delay = std::min<std::chrono::milliseconds>(
         std::chrono::milliseconds(100L << std::min(fast_deaths_[slot], 8)), kMaxRespawnDelay);
-  if (fast_deaths_[slot] >= 3)
+  if (fast_deaths_[slot] >= kFlapping)
     spdlog::error("worker command '{}' keeps dying at start ({} in a row, last: {}); retrying in {} ms",
                   worker_argv_[0], fast_deaths_[slot], how, delay.count());
   respawn_at_[slot] = now + delay;
@@ -254,6 +266,23 @@ void Broker::retire(Worker& w, const std::string& why) {
   spdlog::info("replacing worker {} (pid {}): {}", w.slot, w.pid, why);
   w.state = WorkerState::stopping;
   send_to_worker(w, proto::encode(proto::Shutdown{}));
+}
+
+// True when no worker runs and every slot failed to start several times in a row: queued tasks
+// would wait forever, so they fail instead (the daemon keeps retrying the command slowly).
+bool Broker::pool_broken() const {
+  for (int i = 0; i < opts_.workers; ++i) {
+    if (workers_[i] && workers_[i]->state != WorkerState::starting) return false;
+    if (fast_deaths_[i] < kFlapping) return false;
+  }
+  return true;
+}
+
+void Broker::fail_queued(const std::string& type, const std::string& message) {
+  while (auto h = next_queued()) {
+    counters_.failed++;
+    finish_task(*h, proto::Event{0, proto::Outcome::error, {}, type, message});
+  }
 }
 
 std::uint32_t Broker::window(const Worker& w) const {
@@ -445,6 +474,7 @@ void Broker::worker_timers(Clock::time_point now) {
       spdlog::warn("worker {} (pid {}) silent for {} ms: killing it", w->slot, w->pid,
                    std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_heard).count());
       kill(w->pid, SIGKILL);
+      w->killed_for_silence = true;
       w->last_heard = now;  // don't kill it again every turn while it dies
     }
   }
