@@ -59,6 +59,34 @@ class Daemon {
     if (!up || !proc_->running()) throw std::runtime_error("zexecd did not start");
   }
   const std::string& endpoint() const { return endpoint_; }
+  // The daemon's answer to `status` (docs/PROTOCOL.md), as a msgpack object owned by the handle.
+  msgpack::object_handle status(zmq::context_t& ctx) const {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(endpoint_);
+    std::string frame = proto::encode(proto::Status{});
+    s.send(zmq::buffer(frame), zmq::send_flags::none);
+    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+    for (;;) {
+      if (zmq::poll(&item, 1, std::chrono::seconds(10)) == 0) throw std::runtime_error("no status reply");
+      zmq::message_t msg;
+      (void)s.recv(msg);
+      auto d = proto::decode(msg.to_string_view());
+      if (d && std::holds_alternative<proto::StatusReply>(*d.message)) {
+        const std::string& body = std::get<proto::StatusReply>(*d.message).body;
+        return msgpack::unpack(body.data(), body.size());
+      }
+    }
+  }
+  // Pids of the workers that said hello and take tasks.
+  std::vector<pid_t> ready_worker_pids(zmq::context_t& ctx) const {
+    auto oh = status(ctx);
+    auto st = oh.get().as<std::map<std::string, msgpack::object>>();
+    std::vector<pid_t> pids;
+    for (auto& w : st.at("workers").as<std::vector<std::map<std::string, msgpack::object>>>())
+      if (w.at("state").as<std::string>() == "ready") pids.push_back(w.at("pid").as<pid_t>());
+    return pids;
+  }
   // The daemon's worker processes right now (its children).
   std::vector<pid_t> worker_pids() const {
     std::vector<pid_t> pids;

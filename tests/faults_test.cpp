@@ -36,7 +36,9 @@ TEST_F(FaultsTest, RandomKillsDuringAStreamLoseNothing) {
   std::thread killer([&] {
     std::mt19937 rng(42);
     while (!stop && kills < kKills) {
-      auto pids = d.worker_pids();
+      // Running workers, as the OOM killer would pick them (killing ones still starting would
+      // look like a worker command that cannot start, a different fault with its own test).
+      auto pids = d.ready_worker_pids(ctx_);
       if (!pids.empty() && ::kill(pids[rng() % pids.size()], SIGKILL) == 0) ++kills;
       std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 20));
     }

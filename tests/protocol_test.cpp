@@ -46,22 +46,27 @@ TEST(Protocol, ClientMessagesRoundTrip) {
   EXPECT_EQ(h.client_name, "producer");
   EXPECT_EQ(h.pid, 4242);
 
-  auto w = round_trip(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 10, 1000});
+  auto w = round_trip(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 10, 1000, 50000});
+  EXPECT_EQ(w.max_pending, 50000u);
   EXPECT_EQ(w.client_id, 7u);
   EXPECT_EQ(w.results_endpoint, "ipc:///run/zexec/zexecd.sock.r7");
   EXPECT_EQ(w.workers, 10u);
   EXPECT_EQ(w.heartbeat_ms, 1000u);
 
   std::string args = pack(0.25, std::string("x"));
-  auto s = round_trip(proto::Submit{{{1, "sleep", args, 0}, {UINT64_MAX, "echo", "", 1500}}});
+  auto s = round_trip(proto::Submit{{{1, "sleep", args, 0}, {UINT64_MAX, "echo", "", 1500, 2, 1, 50}}});
   ASSERT_EQ(s.tasks.size(), 2u);
   EXPECT_EQ(s.tasks[0].name, "sleep");
   EXPECT_EQ(s.tasks[0].args, args);
   EXPECT_EQ(s.tasks[0].timeout_ms, 0u);
   EXPECT_EQ(s.tasks[1].id, UINT64_MAX);
   EXPECT_EQ(s.tasks[1].timeout_ms, 1500u);
+  EXPECT_EQ(s.tasks[1].retries, 2u);
+  EXPECT_EQ(s.tasks[1].crash_retries, 1u);
+  EXPECT_EQ(s.tasks[1].retry_backoff_ms, 50u);
 
-  auto c = round_trip(proto::Cancel{9, {1, 2, 3}});
+  auto c = round_trip(proto::Cancel{9, {1, 2, 3}, true});
+  EXPECT_TRUE(c.force);
   EXPECT_EQ(c.request_id, 9u);
   EXPECT_EQ(c.task_ids, (std::vector<std::uint64_t>{1, 2, 3}));
 
@@ -73,6 +78,8 @@ TEST(Protocol, ClientMessagesRoundTrip) {
   EXPECT_EQ(round_trip(proto::Ack{55}).seq, 55u);
   round_trip(proto::Heartbeat{});
   round_trip(proto::Bye{});
+  round_trip(proto::Status{});
+  EXPECT_EQ(round_trip(proto::StatusReply{pack(1, 2)}).body, pack(1, 2));
   auto e = round_trip(proto::Error{"bad_message", "what went wrong"});
   EXPECT_EQ(e.code, "bad_message");
   EXPECT_EQ(e.message, "what went wrong");

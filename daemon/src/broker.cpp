@@ -97,13 +97,18 @@ Broker::~Broker() {
     }
   std::error_code ec;
   std::filesystem::remove_all(run_dir_, ec);
+  for (auto& [id, c] : clients_)
+    if (c->results_endpoint.rfind("ipc://", 0) == 0)
+      std::filesystem::remove(c->results_endpoint.substr(6), ec);
   if (opts_.endpoint.rfind("ipc://", 0) == 0) std::filesystem::remove(opts_.endpoint.substr(6), ec);
 }
 
 int Broker::run() {
   std::vector<zmq::pollitem_t> items;
-  std::vector<Worker*> poll_workers;
-  std::vector<Client*> poll_clients;
+  // Ids, not pointers: handling one socket may drop a client or reap a worker before the
+  // next socket's turn.
+  std::vector<std::pair<int, std::uint64_t>> poll_workers;  // (slot, worker id)
+  std::vector<std::uint64_t> poll_clients;
   for (;;) {
     auto now = Clock::now();
     auto next = tick(now);
@@ -112,45 +117,52 @@ int Broker::run() {
     items.clear();
     poll_workers.clear();
     poll_clients.clear();
-    short front_events = ZMQ_POLLIN | (router_out_.empty() ? 0 : ZMQ_POLLOUT);
-    items.push_back({front_.handle(), 0, front_events, 0});
+    // No POLLOUT on the ROUTER: it reports writable when ANY peer has room, so waiting on it for
+    // one slow peer would spin. Held replies are retried on a short timer instead (tick).
+    items.push_back({front_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({events_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd_, ZMQ_POLLIN, 0});
     for (auto& w : workers_)
       if (w && !w->pending.empty()) {
         items.push_back({w->tasks.handle(), 0, ZMQ_POLLOUT, 0});
-        poll_workers.push_back(w.get());
+        poll_workers.emplace_back(w->slot, w->id);
       }
     for (auto& [id, c] : clients_)
       if (c->held) {
         items.push_back({c->results.handle(), 0, ZMQ_POLLOUT, 0});
-        poll_clients.push_back(c.get());
+        poll_clients.push_back(id);
       }
 
-    auto wait =
-        std::chrono::duration_cast<std::chrono::milliseconds>(next - now) + std::chrono::milliseconds(1);
+    // At least 1 ms: a deadline already past must not turn the loop into a spin.
+    auto wait = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(next - now),
+                         std::chrono::milliseconds(0)) +
+                std::chrono::milliseconds(1);
     try {
-      zmq::poll(items.data(), items.size(), std::max(wait, std::chrono::milliseconds(0)));
+      zmq::poll(items.data(), items.size(), wait);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;
       for (auto& item : items) item.revents = 0;  // a signal: handled through the pipe below
       items[2].revents = ZMQ_POLLIN;
     }
 
-    if (items[2].revents) handle_signals();
-    if (items[0].revents & ZMQ_POLLOUT) flush_router();
-    if (items[0].revents & ZMQ_POLLIN) read_front();
+    // Events before exits: a worker's last results must be read before its death is handled.
     if (items[1].revents & ZMQ_POLLIN) read_events();
+    if (items[2].revents) handle_signals();
+    if (items[0].revents & ZMQ_POLLIN) read_front();
     std::size_t k = 3;
-    for (Worker* w : poll_workers) {
-      if (items[k++].revents & ZMQ_POLLOUT) flush_worker(*w);
-    }
+    for (auto [slot, id] : poll_workers)
+      if ((items[k++].revents & ZMQ_POLLOUT) && workers_[slot] && workers_[slot]->id == id)
+        flush_worker(*workers_[slot]);
     now = Clock::now();
-    for (Client* c : poll_clients)
-      if (items[k++].revents & ZMQ_POLLOUT) flush_client(*c, now);
+    for (auto id : poll_clients)
+      if (items[k++].revents & ZMQ_POLLOUT)
+        if (Client* c = find_client(id)) flush_client(*c, now);
     dispatch(now);
     flush_clients(now);
   }
+  // Give the last frames (final events, cancel replies) a moment to leave: linger, bounded.
+  front_.set(zmq::sockopt::linger, 1000);
+  for (auto& [id, c] : clients_) c->results.set(zmq::sockopt::linger, 1000);
   spdlog::info(
       "zexecd stopped: {} submitted, {} succeeded, {} failed, {} cancelled, {} crashed, {} timed out",
       counters_.submitted, counters_.succeeded, counters_.failed, counters_.cancelled, counters_.crashed,
@@ -164,6 +176,8 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   Clock::time_point next = now + std::chrono::milliseconds(opts_.heartbeat_ms);
   client_timers(now);
   worker_timers(now);
+  if (flush_replies()) next = std::min(next, now + std::chrono::milliseconds(5));
+  next = std::min(next, requeue_due_retries(now));
   if (queued_ > 0 && pool_broken())
     fail_queued("WorkerUnavailable", "no worker can start: the worker command '" + worker_argv_[0] +
                                          "' failed at start-up repeatedly (last: " + last_start_failure_ +
@@ -173,13 +187,21 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   if (stopping_) next = std::min(next, stop_deadline_);
   steal(now);
   for (auto& w : workers_)
-    if (w && w->head_running && !w->killed_for_timeout) next = std::min(next, w->head_deadline);
-  // A worker whose head task runs long may need stealing soon; wake up then.
-  if (opts_.steal_after_ms > 0)
+    if (w) {
+      next = std::min({next, w->running_deadline, w->kill_deadline});
+      if (w->exit_status) next = std::min(next, w->exited_at + std::chrono::milliseconds(50));
+    }
+  // A worker whose head task runs long may need stealing soon: wake up then, if stealing would
+  // have anyone to give the tasks to.
+  bool someone_idle = false;
+  for (auto& w : workers_)
+    if (w && w->state == WorkerState::ready && w->held.empty()) someone_idle = true;
+  if (someone_idle && queued_ == 0)
     for (auto& w : workers_)
-      if (w && w->head_running && w->held.size() > 1)
-        next =
-            std::min(next, std::max(now, w->head_started + std::chrono::milliseconds(opts_.steal_after_ms)));
+      if (w && w->running && w->held.size() > 1 && !w->revoke_in_flight) {
+        auto due = w->running_since + std::chrono::milliseconds(opts_.steal_after_ms);
+        if (due > now) next = std::min(next, due);
+      }
   return next;
 }
 
@@ -190,7 +212,7 @@ void Broker::handle_signals() {
     if (stopping_ || f.terminate_count > 1) {
       spdlog::warn("second stop signal: stopping now");
       for (auto& w : workers_)
-        if (w && w->pid > 0) kill(w->pid, SIGKILL);
+        if (w) kill_worker(*w, KilledBy::shutdown, SIGKILL);
       stop_deadline_ = Clock::now();
       stopping_ = true;
     } else {
@@ -206,7 +228,8 @@ void Broker::reap_children() {
   while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
     for (auto& w : workers_)
       if (w && w->pid == pid) {
-        on_worker_exit(*w, status);
+        w->exit_status = status;
+        w->exited_at = Clock::now();
         break;
       }
   }
@@ -218,11 +241,17 @@ void Broker::begin_shutdown() {
   stop_deadline_ = Clock::now() + std::chrono::milliseconds(opts_.shutdown_grace_ms);
   spdlog::info("stopping: running tasks may finish within {} ms", opts_.shutdown_grace_ms);
   // Queued tasks will never run now: tell their clients instead of leaving futures hanging.
-  while (auto h = next_queued()) {
+  while (auto h = next_queued(true)) {
     Task* t = tasks_.get(*h);
     counters_.cancelled++;
     finish_task(*h, proto::Event{t->client_task_id, proto::Outcome::cancelled, {}, {}, {}});
   }
+  for (auto& [due, h] : retries_)
+    if (Task* t = tasks_.get(h); t && t->state == TaskState::retry_wait) {
+      counters_.cancelled++;
+      finish_task(h, proto::Event{t->client_task_id, proto::Outcome::cancelled, {}, {}, {}});
+    }
+  retries_.clear();
   std::string bye = proto::encode(proto::Shutdown{});
   for (auto& w : workers_)
     if (w) {
@@ -235,10 +264,10 @@ bool Broker::shutdown_complete() const {
   for (const auto& w : workers_)
     if (w) return false;
   if (Clock::now() > stop_deadline_ + std::chrono::seconds(1)) return true;
-  // Deliver the last results before going away.
+  // Deliver the last results, and see them acknowledged, before going away.
   for (const auto& [id, c] : clients_)
-    if (c->held || !c->outbox.empty()) return false;
-  return true;
+    if (c->held || !c->outbox.empty() || !c->unacked.empty() || !c->replies.empty()) return false;
+  return queued_ == 0;
 }
 
 }  // namespace zexecd

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,6 +40,7 @@ struct Client {
   std::unordered_map<std::uint64_t, Handle> tasks;  // client task id -> handle, every unfinished task
   std::vector<zexec::proto::Event> outbox;          // events not yet put in an update
   std::optional<std::string> held;                  // an encoded update that would have blocked
+  std::deque<std::string> replies;                  // control replies that would have blocked
   std::deque<std::pair<std::uint64_t, std::string>> unacked;  // seq -> encoded update, until acked
   std::uint64_t next_seq = 1;
   Clock::time_point last_heard;
@@ -48,6 +50,9 @@ struct Client {
 };
 
 enum class WorkerState : std::uint8_t { starting, ready, stopping };
+
+// Why the daemon killed a worker, if it did: decides what its tasks become.
+enum class KilledBy : std::uint8_t { none, timeout, silence, cancel, shutdown };
 
 struct Worker {
   std::uint64_t id = 0;  // unique over the daemon's life; ZEXEC_WORKER_ID
@@ -63,11 +68,15 @@ struct Worker {
   std::vector<Handle> revoke_queue;  // asked for while one was in flight
   Clock::time_point spawned;
   Clock::time_point last_heard;
-  Clock::time_point head_started;  // when held.front() reported started
-  bool head_running = false;
-  Clock::time_point head_deadline = Clock::time_point::max();  // the head task's hard timeout
-  bool killed_for_timeout = false;
-  bool killed_for_silence = false;
+  Handle running = 0;  // the task it reported started and has not finished; 0 = none
+  Clock::time_point running_since;
+  Clock::time_point running_deadline = Clock::time_point::max();  // its hard timeout
+  KilledBy killed_by = KilledBy::none;
+  Handle kill_target = 0;                                      // what was running when we killed it
+  Clock::time_point kill_deadline = Clock::time_point::max();  // SIGTERM sent: SIGKILL at this time
+  std::optional<int> exit_status;  // reaped; settled a moment later so its last events arrive
+  Clock::time_point exited_at;
+  bool hello_seen = false;
   std::uint64_t tasks_done = 0;
   std::uint64_t rss_bytes = 0;  // last sampled resident memory
 };
@@ -76,11 +85,13 @@ struct CancelRequest {
   std::uint64_t client_id = 0;
   std::uint64_t request_id = 0;
   std::vector<std::pair<std::uint64_t, zexec::proto::CancelOutcome>> outcomes;
-  int waiting = 0;  // tasks whose revoke is still in flight
+  int waiting = 0;  // tasks whose revoke (or forced stop) is still in flight
+  bool force = false;
 };
 
 struct Counters {
   std::uint64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0, crashed = 0, timed_out = 0;
+  std::uint64_t retried = 0, quarantined = 0, clients_dropped = 0, replies_dropped = 0;
   std::uint64_t bad_client_frames = 0, bad_worker_frames = 0, worker_restarts = 0;
 };
 
@@ -111,7 +122,8 @@ class Broker {
   void on_ack(Client& c, std::uint64_t seq);
   void drop_client(std::uint64_t client_id, const char* why);
   void reply(const std::string& rid, const zexec::proto::Message& m);
-  void flush_router();
+  bool send_reply(const std::string& rid, const std::string& frame);
+  bool flush_replies();                               // true while some are still held
   void post_event(Task& t, zexec::proto::Event&& e);  // queue an event for the task's client
   void flush_client(Client& c, Clock::time_point now);
   void flush_clients(Clock::time_point now);
@@ -137,9 +149,25 @@ class Broker {
   bool pool_broken() const;
   void fail_queued(const std::string& type, const std::string& message);
   Worker* find_worker(std::uint64_t worker_id);
-  std::optional<Handle> next_queued();
+  // The next task to run, round robin over clients; `drain` also takes from clients whose
+  // results are backlogged (to cancel or fail everything queued).
+  std::optional<Handle> next_queued(bool drain = false);
   void requeue_front(Handle h);
+
+  // -- outcomes (outcomes.cpp)
+  enum class Failure { raised, crashed, timed_out };
   void finish_task(Handle h, zexec::proto::Event&& e);
+  void task_failed(Handle h, zexec::proto::Event&& e, Failure why);
+  Clock::time_point requeue_due_retries(Clock::time_point now);
+  void set_cancel_outcome(Handle h, zexec::proto::CancelOutcome outcome);
+  bool cancel_forced(Handle h) const;
+  void cancel_task(Handle h);
+  void cancel_missed(Worker& w, Handle h);
+  void kill_worker(Worker& w, KilledBy why, int sig);
+  void dead_worker_head(Worker& w, Handle h, const std::string& how);
+
+  // -- status (status.cpp)
+  std::string status_body() const;
 
   Options opts_;
   zmq::context_t ctx_;
@@ -152,13 +180,15 @@ class Broker {
   TaskTable tasks_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Client>> clients_;
   std::unordered_map<std::string, std::uint64_t> client_by_rid_;
-  std::deque<std::uint64_t> ready_clients_;                     // clients with queued tasks, round robin
-  std::size_t queued_ = 0;                                      // tasks in client queues (not cancelled)
-  std::deque<std::pair<std::string, std::string>> router_out_;  // (rid, frame) that would have blocked
-  std::vector<std::unique_ptr<Worker>> workers_;                // by slot
-  std::vector<Clock::time_point> respawn_at_;                   // by slot, when a dead slot restarts
-  std::vector<int> fast_deaths_;                                // by slot, deaths soon after start
+  std::deque<std::uint64_t> ready_clients_;       // clients with queued tasks, round robin
+  std::size_t queued_ = 0;                        // tasks in client queues (not cancelled)
+  std::vector<std::unique_ptr<Worker>> workers_;  // by slot
+  std::vector<Clock::time_point> respawn_at_;     // by slot, when a dead slot restarts
+  std::vector<int> fast_deaths_;                  // by slot, deaths soon after start
   std::vector<std::optional<CancelRequest>> cancels_;
+  std::multimap<Clock::time_point, Handle> retries_;    // tasks waiting out a retry backoff
+  std::unordered_multimap<Handle, int> extra_cancels_;  // further cancel requests waiting on one task
+  Clock::time_point started_at_ = Clock::now();
   std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
   Clock::time_point next_rss_check_;
   std::string last_start_failure_;  // how the last worker that died at start-up ended

@@ -1,5 +1,9 @@
 // The client side of the broker: handshake, submit, cancel, acks, and delivering events.
+#include <signal.h>
 #include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <unordered_set>
 
 #include "broker.hpp"
 
@@ -8,8 +12,8 @@ namespace zexecd {
 namespace proto = zexec::proto;
 
 namespace {
-constexpr int kReadBudget = 256;             // frames per socket per loop turn: batching without starvation
-constexpr std::size_t kMaxRouterOut = 4096;  // replies held for slow clients before dropping the oldest
+constexpr int kReadBudget = 256;               // frames per socket per loop turn: batching without starvation
+constexpr std::size_t kMaxHeldReplies = 1024;  // replies held for a client before it is given up
 constexpr std::size_t kMaxEventsPerUpdate = 8192;
 constexpr std::size_t kMaxUpdateBytes = 4 << 20;
 
@@ -66,6 +70,7 @@ void Broker::on_client_frame(const std::string& rid, std::string_view frame, std
   }
   proto::Message& m = *d.message;
   if (auto* hello = std::get_if<proto::Hello>(&m)) return on_hello(rid, *hello);
+  if (std::holds_alternative<proto::Status>(m)) return reply(rid, proto::StatusReply{status_body()});
 
   auto it = client_by_rid_.find(rid);
   Client* c = it == client_by_rid_.end() ? nullptr : find_client(it->second);
@@ -107,24 +112,36 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   c->last_heard = c->last_sent = Clock::now();
   spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
   reply(rid, proto::Welcome{c->id, c->results_endpoint, static_cast<std::uint32_t>(opts_.workers),
-                            static_cast<std::uint32_t>(opts_.heartbeat_ms)});
+                            static_cast<std::uint32_t>(opts_.heartbeat_ms),
+                            static_cast<std::uint32_t>(opts_.max_pending_per_client)});
   client_by_rid_[rid] = c->id;
   clients_.emplace(c->id, std::move(c));
 }
 
 void Broker::on_submit(Client& c, proto::Submit& m) {
   for (auto& spec : m.tasks) {
+    if (c.tasks.count(spec.id)) {
+      // Not an event: an event for this id would settle the first task's future.
+      reply(c.routing_id,
+            proto::Error{"duplicate_task_id", "task id " + std::to_string(spec.id) +
+                                                  " is already in flight; this submit of it was refused"});
+      continue;
+    }
     if (stopping_) {
       proto::Event e{
           spec.id, proto::Outcome::error, {}, "ShuttingDown", "zexecd is stopping: task not accepted"};
       c.outbox.push_back(std::move(e));
       continue;
     }
-    if (c.tasks.count(spec.id)) {
-      // Not an event: an event for this id would settle the first task's future.
-      reply(c.routing_id,
-            proto::Error{"duplicate_task_id", "task id " + std::to_string(spec.id) +
-                                                  " is already in flight; this submit of it was refused"});
+    if (c.tasks.size() >= static_cast<std::size_t>(opts_.max_pending_per_client)) {
+      // The client library never gets here (it waits for room); a raw client learns per task.
+      c.outbox.push_back(
+          proto::Event{spec.id,
+                       proto::Outcome::error,
+                       {},
+                       "QueueFull",
+                       "this client already has " + std::to_string(c.tasks.size()) +
+                           " unfinished tasks, the most zexecd accepts (max_pending_per_client)"});
       continue;
     }
     Handle h = tasks_.alloc();
@@ -134,6 +151,9 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
     t->name = std::move(spec.name);
     t->args = std::move(spec.args);
     t->timeout_ms = spec.timeout_ms;
+    t->retries = spec.retries;
+    t->crash_retries = spec.crash_retries;
+    t->retry_backoff_ms = spec.retry_backoff_ms;
     c.tasks.emplace(spec.id, h);
     c.queue.push_back(h);
     ++queued_;
@@ -146,11 +166,14 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
 }
 
 void Broker::on_cancel(Client& c, const proto::Cancel& m) {
-  CancelRequest req{c.id, m.request_id, {}, 0};
-  // Revokes go out per worker, once all ids are looked at.
+  CancelRequest req{c.id, m.request_id, {}, 0, m.force};
+  // Revokes and kills go out once all ids are looked at, so one request costs one revoke per worker.
   std::unordered_map<int, std::vector<Handle>> to_revoke;
-  int req_index = -1;
+  std::vector<int> to_kill;  // workers running a force-cancelled task
+  std::vector<Handle> waits_on;
+  std::unordered_set<std::uint64_t> seen;
   for (auto id : m.task_ids) {
+    if (!seen.insert(id).second) continue;  // asked twice in one request: answered once
     auto it = c.tasks.find(id);
     Task* t = it == c.tasks.end() ? nullptr : tasks_.get(it->second);
     if (!t) {
@@ -158,38 +181,45 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m) {
       continue;
     }
     Handle h = it->second;
-    switch (t->state) {
-      case TaskState::queued:
-        // Left in the queue as a stale handle: next_queued() skips it.
-        req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
-        --queued_;
-        counters_.cancelled++;
-        c.tasks.erase(it);
-        tasks_.release(h);
-        break;
-      case TaskState::assigned: {
-        if (req_index < 0) {
-          req_index = static_cast<int>(cancels_.size());
-          for (std::size_t i = 0; i < cancels_.size(); ++i)
-            if (!cancels_[i]) req_index = static_cast<int>(i);
-          if (req_index == static_cast<int>(cancels_.size())) cancels_.emplace_back();
-        }
-        t->cancel_req = req_index;
-        req.outcomes.emplace_back(id, proto::CancelOutcome::running);  // decided when the revoke answers
-        req.waiting++;
-        if (!t->revoking) to_revoke[t->worker].push_back(h);
-        break;
-      }
-      default:
-        req.outcomes.emplace_back(id, proto::CancelOutcome::running);
+    bool can_wait = t->state == TaskState::assigned || (t->state == TaskState::running && m.force);
+    if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
+      // A queued handle stays in its queue, stale: next_queued() skips it.
+      if (t->state == TaskState::queued) --queued_;
+      req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
+      counters_.cancelled++;
+      c.tasks.erase(it);
+      tasks_.release(h);
+    } else if (!can_wait) {
+      req.outcomes.emplace_back(id, proto::CancelOutcome::running);
+    } else {
+      req.outcomes.emplace_back(id, proto::CancelOutcome::running);  // decided when the worker answers
+      req.waiting++;
+      waits_on.push_back(h);
+      if (t->cancel_req >= 0) continue;  // another request already waits on it: wait along
+      if (t->state == TaskState::running)
+        to_kill.push_back(t->worker);
+      else if (!t->revoking)
+        to_revoke[t->worker].push_back(h);
     }
   }
   if (req.waiting == 0) {
     reply(c.routing_id, proto::CancelReply{req.request_id, std::move(req.outcomes)});
     return;
   }
+  int req_index = static_cast<int>(cancels_.size());
+  for (std::size_t i = 0; i < cancels_.size(); ++i)
+    if (!cancels_[i]) req_index = static_cast<int>(i);
+  if (req_index == static_cast<int>(cancels_.size())) cancels_.emplace_back();
   cancels_[req_index] = std::move(req);
+  for (Handle h : waits_on) {
+    Task* t = tasks_.get(h);
+    if (t->cancel_req < 0)
+      t->cancel_req = req_index;
+    else
+      extra_cancels_.emplace(h, req_index);
+  }
   for (auto& [slot, handles] : to_revoke) revoke(*workers_[slot], handles);
+  for (int slot : to_kill) kill_worker(*workers_[slot], KilledBy::cancel, SIGTERM);
 }
 
 // Called when a task of a pending cancel request got its answer (revoked, started or finished).
@@ -214,8 +244,8 @@ void Broker::drop_client(std::uint64_t client_id, const char* why) {
   for (auto& [task_id, h] : c.tasks) {
     Task* t = tasks_.get(h);
     if (!t) continue;
-    if (t->state == TaskState::queued) {
-      --queued_;
+    if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
+      if (t->state == TaskState::queued) --queued_;
       tasks_.release(h);
     } else {
       t->client_id = 0;  // still at a worker: its result will be discarded
@@ -224,42 +254,53 @@ void Broker::drop_client(std::uint64_t client_id, const char* why) {
   for (auto& req : cancels_)
     if (req && req->client_id == client_id) req->client_id = 0;
   client_by_rid_.erase(c.routing_id);
+  if (c.results_endpoint.rfind("ipc://", 0) == 0) std::remove(c.results_endpoint.c_str() + 6);
   clients_.erase(it);  // closes its results socket (linger 0)
 }
 
+// Replies on the ROUTER. A registered client's replies wait in its own queue when its pipe is
+// full, so one slow client delays nobody else; a peer that never said hello gets one attempt.
 void Broker::reply(const std::string& rid, const proto::Message& m) {
   std::string frame = proto::encode(m);
-  if (router_out_.empty()) {
-    try {
-      if (front_.send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
-        front_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
-        if (auto it = client_by_rid_.find(rid); it != client_by_rid_.end())
-          if (Client* c = find_client(it->second)) c->last_sent = Clock::now();
-        return;
-      }
-    } catch (const zmq::error_t& e) {
-      // EHOSTUNREACH: the peer is gone; nobody is left to tell.
-      spdlog::debug("reply to a departed client dropped: {}", e.what());
+  auto it = client_by_rid_.find(rid);
+  Client* c = it == client_by_rid_.end() ? nullptr : find_client(it->second);
+  if (c && !c->replies.empty()) {
+    if (c->replies.size() >= kMaxHeldReplies) {
+      // Not reading its control socket at all: it would only grow. Forget it (it can say hello).
+      drop_client(c->id, "not reading its replies");
       return;
     }
+    c->replies.push_back(std::move(frame));
+    return;
   }
-  if (router_out_.size() >= kMaxRouterOut) {
-    spdlog::warn("reply queue full: dropping the oldest held reply");
-    router_out_.pop_front();
+  if (send_reply(rid, frame)) {
+    if (c) c->last_sent = Clock::now();
+  } else if (c) {
+    c->replies.push_back(std::move(frame));
+  } else {
+    counters_.replies_dropped++;
   }
-  router_out_.emplace_back(rid, std::move(frame));
 }
 
-void Broker::flush_router() {
-  while (!router_out_.empty()) {
-    auto& [rid, frame] = router_out_.front();
-    try {
-      if (!front_.send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return;
-      front_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
-    } catch (const zmq::error_t&) {
-    }
-    router_out_.pop_front();
+// One attempt to send on the ROUTER; false when the peer's pipe is full (EAGAIN). A peer that
+// is gone (EHOSTUNREACH) counts as sent: nobody is left to tell.
+bool Broker::send_reply(const std::string& rid, const std::string& frame) {
+  try {
+    if (!front_.send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+    front_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    spdlog::debug("reply to a departed client dropped: {}", e.what());
   }
+  return true;
+}
+
+bool Broker::flush_replies() {
+  bool pending = false;
+  for (auto& [id, c] : clients_) {
+    while (!c->replies.empty() && send_reply(c->routing_id, c->replies.front())) c->replies.pop_front();
+    pending |= !c->replies.empty();
+  }
+  return pending;
 }
 
 void Broker::post_event(Task& t, proto::Event&& e) {
@@ -280,8 +321,10 @@ void Broker::flush_client(Client& c, Clock::time_point now) {
     // One update carries as many events as fit, so a burst of results costs one message.
     proto::Update u{c.next_seq++, {}};
     std::size_t bytes = 0, n = 0;
-    while (n < c.outbox.size() && n < kMaxEventsPerUpdate && (n == 0 || bytes < kMaxUpdateBytes)) {
-      bytes += c.outbox[n].value.size() + c.outbox[n].error_message.size() + 16;
+    while (n < c.outbox.size() && n < kMaxEventsPerUpdate) {
+      std::size_t size = c.outbox[n].value.size() + c.outbox[n].error_message.size() + 32;
+      if (n > 0 && bytes + size > kMaxUpdateBytes) break;  // the next update takes it
+      bytes += size;
       ++n;
     }
     if (n == c.outbox.size()) {

@@ -19,10 +19,13 @@ struct Options {
   int max_prefetch = 256;         // most unfinished tasks sent to one worker
   int steal_after_ms = 5;         // a worker's head task running this long lets idle workers take its queue
   int max_tasks_per_worker = 0;   // replace a worker after this many tasks; 0 = never
-  int max_memory_per_worker_mb = 0;  // replace a worker whose RSS passes this, between tasks; 0 = never
-  int shutdown_grace_ms = 10000;     // on SIGTERM: how long running tasks may finish
-  int max_unacked_updates = 64;      // per client: updates in flight before the daemon waits for acks
-  bool print_endpoint = false;       // print the bound endpoint on stdout once serving (tcp port *)
+  int max_memory_per_worker_mb = 0;     // replace a worker whose RSS passes this, between tasks; 0 = never
+  int quarantine_after = 3;             // a task that crashed its worker this many times is refused
+  int cancel_grace_ms = 2000;           // forced cancel: SIGTERM, then SIGKILL after this
+  int max_pending_per_client = 100000;  // unfinished tasks one client may have in the daemon
+  int shutdown_grace_ms = 10000;        // on SIGTERM: how long running tasks may finish
+  int max_unacked_updates = 64;         // per client: updates in flight before the daemon waits for acks
+  bool print_endpoint = false;          // print the bound endpoint on stdout once serving (tcp port *)
 };
 
 // Parses argv. Throws std::invalid_argument with a message naming the flag on bad input.

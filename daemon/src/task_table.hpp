@@ -9,7 +9,7 @@
 
 namespace zexecd {
 
-enum class TaskState : std::uint8_t { free, queued, assigned, running };
+enum class TaskState : std::uint8_t { free, queued, assigned, running, retry_wait };
 
 struct Task {
   std::uint64_t client_id = 0;
@@ -17,7 +17,10 @@ struct Task {
   std::string name;
   std::string args;
   std::uint32_t timeout_ms = 0;
-  std::uint32_t generation = 0;
+  std::uint32_t retries = 0, crash_retries = 0, retry_backoff_ms = 0;  // the client's options
+  std::uint32_t errors_seen = 0, crashes_seen = 0;
+  std::uint32_t attempts = 1;
+  std::uint32_t generation = 1;  // never 0, so no live task has handle 0 ("none")
   std::int32_t worker = -1;      // slot of the worker holding it (assigned/running)
   std::int32_t cancel_req = -1;  // pending cancel request waiting on a revoke
   TaskState state = TaskState::free;
@@ -55,7 +58,7 @@ class TaskTable {
   void release(Handle h) {
     Task* t = get(h);
     if (!t) return;
-    std::uint32_t gen = t->generation + 1;
+    std::uint32_t gen = t->generation + 1 == 0 ? 1 : t->generation + 1;
     *t = Task{};
     t->generation = gen;
     free_.push_back(static_cast<std::uint32_t>(h));

@@ -18,8 +18,11 @@ namespace {
 constexpr int kReadBudget = 256;
 constexpr int kFlapping = 3;  // deaths before hello, in a row, after which a slot counts as broken
 constexpr auto kMaxRespawnDelay = std::chrono::seconds(10);
-constexpr auto kStartupGrace = std::chrono::seconds(10);  // exec + connect, generous for sanitizer builds
-constexpr double kWorkInFlightUs = 2000;                  // keep about this much work queued at each worker
+constexpr std::size_t kMaxBatchBytes = 8 << 20;   // well under ZMQ_MAXMSGSIZE, whatever the args
+constexpr std::size_t kMaxOutboxEvents = 100000;  // a client not taking its results gets no more tasks run
+constexpr auto kExitSettle = std::chrono::milliseconds(50);  // events of a dead worker still in flight
+constexpr auto kStartupGrace = std::chrono::seconds(10);     // exec + connect, generous for sanitizer builds
+constexpr double kWorkInFlightUs = 2000;  // keep about this much work queued at each worker
 }  // namespace
 
 Worker* Broker::find_worker(std::uint64_t worker_id) {
@@ -77,6 +80,7 @@ void Broker::on_worker_message(proto::Message& m) {
     Worker* w = find_worker(h->worker_id);
     if (!w) return;  // a worker we already replaced
     w->state = stopping_ ? WorkerState::stopping : WorkerState::ready;
+    w->hello_seen = true;
     w->capacity = std::max<std::uint32_t>(1, h->capacity);
     w->last_heard = now;
     spdlog::debug("worker {} ready: pid {}, capacity {}, {} task names", w->slot, h->pid, h->capacity,
@@ -106,15 +110,11 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
     if (!t || t->worker != w.slot) continue;  // stale: revoked and moved, or already settled
     if (e.kind == proto::Outcome::started) {
       t->state = TaskState::running;
-      w.head_running = true;
-      w.head_started = now;
-      w.head_deadline =
+      w.running = h;
+      w.running_since = now;
+      w.running_deadline =
           t->timeout_ms ? now + std::chrono::milliseconds(t->timeout_ms) : Clock::time_point::max();
-      if (t->cancel_req >= 0) {  // the cancel lost the race: it runs (outcome already "running")
-        t->revoking = false;
-        int req = std::exchange(t->cancel_req, -1);
-        finish_cancel(req);
-      }
+      if (t->cancel_req >= 0) cancel_missed(w, h);  // the cancel lost the race
       // The final event right behind it says more; don't send the client both.
       bool final_follows = i + 1 < m.events.size() && m.events[i + 1].task_id == e.task_id;
       if (!final_follows) post_event(*t, proto::Event{0, proto::Outcome::started, {}, {}, {}});
@@ -123,21 +123,18 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
     ++finals;
     auto it = std::find(w.held.begin(), w.held.end(), h);
     if (it != w.held.end()) w.held.erase(it);
-    w.head_running = false;
-    w.head_deadline = Clock::time_point::max();
-    w.tasks_done++;
-    if (e.kind == proto::Outcome::ok)
-      counters_.succeeded++;
-    else
-      counters_.failed++;
-    if (t->cancel_req >= 0) {
-      int req = std::exchange(t->cancel_req, -1);
-      if (auto& r = cancels_[req])
-        for (auto& [id, outcome] : r->outcomes)
-          if (id == t->client_task_id) outcome = proto::CancelOutcome::finished;
-      finish_cancel(req);
+    if (w.running == h) {
+      w.running = 0;
+      w.running_deadline = Clock::time_point::max();
     }
-    finish_task(h, std::move(e));
+    w.tasks_done++;
+    set_cancel_outcome(h, proto::CancelOutcome::finished);
+    if (e.kind == proto::Outcome::error) {
+      task_failed(h, std::move(e), Failure::raised);
+    } else {
+      counters_.succeeded++;
+      finish_task(h, std::move(e));
+    }
   }
   if (opts_.max_tasks_per_worker > 0 && w.state == WorkerState::ready &&
       w.tasks_done >= static_cast<std::uint64_t>(opts_.max_tasks_per_worker))
@@ -158,25 +155,15 @@ void Broker::on_worker_revoked(Worker& w, const proto::WorkerRevoked& m) {
     auto pos = std::find(w.held.begin(), w.held.end(), h);
     if (pos != w.held.end()) w.held.erase(pos);
     t->revoking = false;
-    if (t->cancel_req >= 0) {
-      int req = std::exchange(t->cancel_req, -1);
-      if (auto& r = cancels_[req])
-        for (auto& [id, outcome] : r->outcomes)
-          if (id == t->client_task_id) outcome = proto::CancelOutcome::cancelled;
-      counters_.cancelled++;
-      if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
-      tasks_.release(h);
-      finish_cancel(req);
-    } else {
+    if (t->cancel_req >= 0)
+      cancel_task(h);
+    else
       requeue_front(h);
-    }
   }
-  // Whatever was asked for and not given back had started: a pending cancel of it failed.
-  for (Handle h : w.held) {
+  // Whatever was asked for and not given back had started.
+  for (Handle h : std::deque<Handle>(w.held)) {
     Task* t = tasks_.get(h);
-    if (!t || !t->revoking) continue;
-    t->revoking = false;
-    if (t->cancel_req >= 0) finish_cancel(std::exchange(t->cancel_req, -1));
+    if (t && t->revoking) cancel_missed(w, h);
   }
   w.revoke_in_flight = false;
   if (!w.revoke_queue.empty()) revoke(w, std::exchange(w.revoke_queue, {}));
@@ -189,59 +176,26 @@ void Broker::on_worker_exit(Worker& w, int status) {
     spdlog::debug("worker {} (pid {}) {}", w.slot, w.pid, how);
   else
     spdlog::warn("worker {} (pid {}) {} holding {} tasks", w.slot, w.pid, how, w.held.size());
-  // The worker runs its tasks in order, so only the first one held can have been running.
-  // The rest never started: they go back to the queue (or, when stopping, are cancelled).
+  // The worker runs its tasks in order, so only the first one held can have been running;
+  // dead_worker_head() decides its fate. The rest never started.
   std::deque<Handle> held = std::move(w.held);
   for (std::size_t i = 0; i < held.size(); ++i) {
     Task* t = tasks_.get(held[i]);
     if (!t) continue;
-    // A worker we killed for silence that never reported starting its first task most likely
-    // never ran it (stopped before taking it): that task goes back to the queue. A crash always
-    // costs the first task: the started event may not have left the worker before it died.
-    bool was_running =
-        i == 0 && !clean && w.state != WorkerState::starting && !(w.killed_for_silence && !w.head_running);
-    if (t->cancel_req >= 0) {
-      int req = std::exchange(t->cancel_req, -1);
-      if (auto& r = cancels_[req])
-        for (auto& [id, outcome] : r->outcomes)
-          if (id == t->client_task_id)
-            outcome = was_running ? proto::CancelOutcome::finished : proto::CancelOutcome::cancelled;
-      if (!was_running) {
-        counters_.cancelled++;
-        if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
-        tasks_.release(held[i]);
-        finish_cancel(req);
-        continue;
-      }
-      finish_cancel(req);
-    }
-    if (was_running && w.killed_for_timeout) {
-      counters_.timed_out++;
-      std::string msg = "task '" + t->name + "' ran past its " + std::to_string(t->timeout_ms) +
-                        " ms timeout; its worker (pid " + std::to_string(w.pid) + ") was killed and replaced";
-      finish_task(held[i], proto::Event{0, proto::Outcome::error, {}, "TaskTimeout", std::move(msg)});
-    } else if (was_running) {
-      counters_.crashed++;
-      std::string msg =
-          "worker pid " + std::to_string(w.pid) + " " +
-          (w.killed_for_silence
-               ? "stopped responding for " + std::to_string(opts_.worker_liveness_ms) + " ms and was killed"
-               : how) +
-          " while running task '" + t->name + "'";
-      finish_task(held[i], proto::Event{0, proto::Outcome::error, {}, "WorkerCrashed", std::move(msg)});
-    } else if (stopping_) {
-      counters_.cancelled++;
-      finish_task(held[i], proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
+    if (i == 0 && !clean && w.hello_seen) {
+      dead_worker_head(w, held[i], how);
+    } else if (t->cancel_req >= 0) {
+      cancel_task(held[i]);
     } else {
       t->revoking = false;
-      requeue_front(held[i]);
+      requeue_front(held[i]);  // or cancelled, when stopping
     }
   }
   int slot = w.slot;
   auto now = Clock::now();
   // Dying before saying hello is a start failure (bad command, crash at start-up): back off.
   // A worker that served and then died is just replaced.
-  if (w.state == WorkerState::starting) {
+  if (!w.hello_seen) {
     fast_deaths_[slot]++;
     last_start_failure_ = how;
   } else {
@@ -279,7 +233,7 @@ bool Broker::pool_broken() const {
 }
 
 void Broker::fail_queued(const std::string& type, const std::string& message) {
-  while (auto h = next_queued()) {
+  while (auto h = next_queued(true)) {
     counters_.failed++;
     finish_task(*h, proto::Event{0, proto::Outcome::error, {}, type, message});
   }
@@ -295,12 +249,17 @@ std::uint32_t Broker::window(const Worker& w) const {
   return std::clamp<std::uint32_t>(static_cast<std::uint32_t>(std::min(n, 1e6)), 1, cap);
 }
 
-std::optional<Handle> Broker::next_queued() {
-  while (!ready_clients_.empty()) {
+std::optional<Handle> Broker::next_queued(bool drain) {
+  // Each client at most once per call: backlogged ones are passed over, not spun on.
+  for (std::size_t turns = ready_clients_.size(); turns > 0 && !ready_clients_.empty(); --turns) {
     std::uint64_t cid = ready_clients_.front();
     ready_clients_.pop_front();
     Client* c = find_client(cid);
     if (!c) continue;
+    if (!drain && c->outbox.size() >= kMaxOutboxEvents) {  // it is not taking its results: memory is bounded
+      ready_clients_.push_back(cid);
+      continue;
+    }
     while (!c->queue.empty()) {
       Handle h = c->queue.front();
       c->queue.pop_front();
@@ -327,6 +286,11 @@ void Broker::requeue_front(Handle h) {
     tasks_.release(h);
     return;
   }
+  if (stopping_) {  // it will never run now
+    counters_.cancelled++;
+    finish_task(h, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
+    return;
+  }
   t->state = TaskState::queued;
   t->worker = -1;
   c->queue.push_front(h);
@@ -337,22 +301,16 @@ void Broker::requeue_front(Handle h) {
   }
 }
 
-void Broker::finish_task(Handle h, proto::Event&& e) {
-  Task* t = tasks_.get(h);
-  if (!t) return;
-  if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
-  post_event(*t, std::move(e));
-  tasks_.release(h);
-}
-
 void Broker::dispatch(Clock::time_point now) {
   if (queued_ == 0 || stopping_) return;
   auto stuck_after = std::chrono::milliseconds(opts_.steal_after_ms);
   std::vector<Worker*> room;
   for (auto& w : workers_) {
-    if (!w || w->state != WorkerState::ready || !w->pending.empty() || w->held.size() >= window(*w)) continue;
+    if (!w || w->state != WorkerState::ready || w->exit_status || !w->pending.empty() ||
+        w->held.size() >= window(*w))
+      continue;
     // A worker deep in a long task gets nothing more: it would only hold it hostage.
-    if (w->head_running && now - w->head_started >= stuck_after) continue;
+    if (w->running && now - w->running_since >= stuck_after) continue;
     room.push_back(w.get());
   }
   if (room.empty()) return;
@@ -360,23 +318,44 @@ void Broker::dispatch(Clock::time_point now) {
   // all to the first worker with room.
   std::stable_sort(room.begin(), room.end(),
                    [](Worker* a, Worker* b) { return a->held.size() < b->held.size(); });
-  std::size_t share = (queued_ + room.size() - 1) / room.size();
-  for (Worker* w : room) {
-    std::size_t n = std::min<std::size_t>(window(*w) - w->held.size(), share);
+  struct Batch {
+    Worker* w;
+    std::size_t room;
+    std::size_t bytes = 0;
     proto::Tasks msg;
-    msg.tasks.reserve(n);
-    while (n-- > 0) {
+  };
+  std::vector<Batch> batches;
+  std::size_t share = (queued_ + room.size() - 1) / room.size();
+  for (Worker* w : room) batches.push_back({w, std::min<std::size_t>(window(*w) - w->held.size(), share)});
+  // Deal one task at a time round the workers, like cards: a short queue starts on as many
+  // workers as possible, in submission order, instead of in chunks behind each other.
+  bool dealt = true;
+  while (dealt) {
+    dealt = false;
+    for (auto& b : batches) {
+      if (b.room == 0) continue;
       auto h = next_queued();
       if (!h) break;
       Task* t = tasks_.get(*h);
+      std::size_t size = t->name.size() + t->args.size() + 32;
+      if (!b.msg.tasks.empty() && b.bytes + size > kMaxBatchBytes) {  // the next frame takes it
+        requeue_front(*h);
+        b.room = 0;
+        continue;
+      }
       t->state = TaskState::assigned;
-      t->worker = w->slot;
-      w->held.push_back(*h);
-      msg.tasks.push_back(proto::TaskSpec{*h, t->name, t->args, t->timeout_ms});
+      t->worker = b.w->slot;
+      b.w->held.push_back(*h);
+      b.msg.tasks.push_back(proto::TaskSpec{*h, t->name, t->args});
+      b.bytes += size;
+      b.room--;
+      dealt = true;
     }
-    if (msg.tasks.empty()) break;
-    proto::encode(msg, scratch_);
-    send_to_worker(*w, std::move(scratch_));
+  }
+  for (auto& b : batches) {
+    if (b.msg.tasks.empty()) continue;
+    proto::encode(b.msg, scratch_);
+    send_to_worker(*b.w, std::move(scratch_));
     scratch_.clear();
   }
 }
@@ -389,26 +368,31 @@ void Broker::steal(Clock::time_point now) {
   if (!someone_idle) return;
   auto after = std::chrono::milliseconds(opts_.steal_after_ms);
   for (auto& w : workers_) {
-    if (!w || w->state != WorkerState::ready || !w->head_running || w->held.size() < 2) continue;
-    if (now - w->head_started < after) continue;
+    if (!w || w->state != WorkerState::ready || w->exit_status || !w->running || w->held.size() < 2) continue;
+    if (w->revoke_in_flight || now - w->running_since < after) continue;
     std::vector<Handle> unstarted(w->held.begin() + 1, w->held.end());
     spdlog::debug("worker {} busy for {} ms: taking back {} queued tasks", w->slot,
-                  std::chrono::duration_cast<std::chrono::milliseconds>(now - w->head_started).count(),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(now - w->running_since).count(),
                   unstarted.size());
     revoke(*w, unstarted);
   }
 }
 
 void Broker::revoke(Worker& w, const std::vector<Handle>& handles) {
+  auto wanted = [&](Handle h) {
+    Task* t = tasks_.get(h);
+    return t && t->worker == w.slot && t->state == TaskState::assigned && !t->revoking;
+  };
   if (w.revoke_in_flight) {
-    w.revoke_queue.insert(w.revoke_queue.end(), handles.begin(), handles.end());
+    for (Handle h : handles)
+      if (wanted(h) && std::find(w.revoke_queue.begin(), w.revoke_queue.end(), h) == w.revoke_queue.end())
+        w.revoke_queue.push_back(h);
     return;
   }
   proto::Revoke msg;
   for (Handle h : handles) {
-    Task* t = tasks_.get(h);
-    if (!t || t->worker != w.slot || t->state != TaskState::assigned || t->revoking) continue;
-    t->revoking = true;
+    if (!wanted(h)) continue;
+    tasks_.get(h)->revoking = true;
     msg.task_ids.push_back(h);
   }
   if (msg.task_ids.empty()) return;
@@ -449,8 +433,16 @@ void Broker::worker_timers(Clock::time_point now) {
       if (!stopping_ && now >= respawn_at_[i]) spawn_worker(i);
       continue;
     }
+    if (w->exit_status) {
+      // Reaped a moment ago: its last events had time to arrive; now settle what it held.
+      if (now >= w->exited_at + kExitSettle) {
+        read_events();
+        if (workers_[i]) on_worker_exit(*workers_[i], *workers_[i]->exit_status);
+      }
+      continue;
+    }
     if (stopping_ && now >= stop_deadline_) {
-      if (w->pid > 0) kill(w->pid, SIGKILL);
+      kill_worker(*w, KilledBy::shutdown, SIGKILL);
       continue;
     }
     if (sample_rss && w->pid > 0) {
@@ -460,11 +452,15 @@ void Broker::worker_timers(Clock::time_point now) {
         retire(*w, "resident memory " + std::to_string(w->rss_bytes >> 20) + " MiB is over the limit of " +
                        std::to_string(opts_.max_memory_per_worker_mb) + " MiB");
     }
-    if (w->head_running && now >= w->head_deadline && !w->killed_for_timeout && w->pid > 0) {
+    if (now >= w->kill_deadline) {
+      kill(w->pid, SIGKILL);  // it did not stop within cancel_grace_ms
+      w->kill_deadline = Clock::time_point::max();
+    }
+    if (w->running && now >= w->running_deadline) {
       // A task cannot be interrupted safely inside a worker: the process is the unit of isolation.
       spdlog::warn("worker {} (pid {}): task past its timeout, killing the worker", w->slot, w->pid);
-      w->killed_for_timeout = true;
-      kill(w->pid, SIGKILL);
+      kill_worker(*w, KilledBy::timeout, SIGKILL);
+      w->running_deadline = Clock::time_point::max();
     }
     auto limit =
         w->state == WorkerState::starting
@@ -473,8 +469,7 @@ void Broker::worker_timers(Clock::time_point now) {
     if (now - w->last_heard > limit && w->pid > 0) {
       spdlog::warn("worker {} (pid {}) silent for {} ms: killing it", w->slot, w->pid,
                    std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_heard).count());
-      kill(w->pid, SIGKILL);
-      w->killed_for_silence = true;
+      kill_worker(*w, KilledBy::silence, SIGKILL);
       w->last_heard = now;  // don't kill it again every turn while it dies
     }
   }

@@ -21,15 +21,32 @@ void pack_bin(Packer& pk, std::string_view s) {
   pk.pack_bin_body(s.data(), static_cast<std::uint32_t>(s.size()));
 }
 
+// The task options map: one table drives encoding and decoding.
+struct TaskOption {
+  const char* key;
+  std::uint32_t TaskSpec::*field;
+};
+constexpr TaskOption kTaskOptions[] = {
+    {"timeout_ms", &TaskSpec::timeout_ms},
+    {"retries", &TaskSpec::retries},
+    {"crash_retries", &TaskSpec::crash_retries},
+    {"retry_backoff_ms", &TaskSpec::retry_backoff_ms},
+};
+
 void pack_task(Packer& pk, const TaskSpec& t) {
-  pk.pack_array(t.timeout_ms ? 4 : 3);
+  std::uint32_t options = 0;
+  for (const auto& o : kTaskOptions) options += t.*o.field != 0;
+  pk.pack_array(options ? 4 : 3);
   pk.pack(t.id);
   pack_str(pk, t.name);
   pack_bin(pk, t.args);
-  if (t.timeout_ms) {
-    pk.pack_map(1);
-    pack_str(pk, "timeout_ms");
-    pk.pack(t.timeout_ms);
+  if (options) {
+    pk.pack_map(options);
+    for (const auto& o : kTaskOptions)
+      if (t.*o.field) {
+        pack_str(pk, o.key);
+        pk.pack(t.*o.field);
+      }
   }
 }
 
@@ -78,20 +95,22 @@ struct BodyPacker {
     pk.pack(m.pid);
   }
   void operator()(const Welcome& m) {
-    header(Type::welcome, 4);
+    header(Type::welcome, 5);
     pk.pack(m.client_id);
     pack_str(pk, m.results_endpoint);
     pk.pack(m.workers);
     pk.pack(m.heartbeat_ms);
+    pk.pack(m.max_pending);
   }
   void operator()(const Submit& m) {
     header(Type::submit, 1);
     pack_list(pk, m.tasks, pack_task);
   }
   void operator()(const Cancel& m) {
-    header(Type::cancel, 2);
+    header(Type::cancel, 3);
     pk.pack(m.request_id);
     pack_ids(pk, m.task_ids);
+    pk.pack(m.force);
   }
   void operator()(const CancelReply& m) {
     header(Type::cancel_reply, 2);
@@ -113,6 +132,11 @@ struct BodyPacker {
     header(Type::error, 2);
     pack_str(pk, m.code);
     pack_str(pk, m.message);
+  }
+  void operator()(const Status&) { header(Type::status, 0); }
+  void operator()(const StatusReply& m) {
+    header(Type::status_reply, 1);
+    pack_bin(pk, m.body);
   }
   void operator()(const Update& m) {
     header(Type::update, 2);
@@ -196,6 +220,11 @@ std::int64_t get_int(const Obj& o, const char* what) {
   if (o.type == msgpack::type::NEGATIVE_INTEGER) return o.via.i64;
   return static_cast<std::int64_t>(get_uint(o, what, INT64_MAX));
 }
+bool get_bool(const Obj& o, const char* what) {
+  if (o.type != msgpack::type::BOOLEAN)
+    refuse(std::string(what) + ": expected bool, got " + kind_name(o.type));
+  return o.via.boolean;
+}
 std::string get_str(const Obj& o, const char* what) {
   if (o.type != msgpack::type::STR) refuse(std::string(what) + ": expected str, got " + kind_name(o.type));
   return std::string(o.via.str.ptr, o.via.str.size);
@@ -240,10 +269,11 @@ TaskSpec get_task(const Obj& o) {
     for (std::uint32_t i = 0; i < opts.via.map.size; ++i) {
       const auto& kv = opts.via.map.ptr[i];
       std::string key = get_str(kv.key, "task option name");
-      if (key == "timeout_ms")
-        t.timeout_ms = static_cast<std::uint32_t>(get_uint(kv.val, "timeout_ms", UINT32_MAX));
-      else
-        refuse("task options: unknown option '" + key + "'");
+      const TaskOption* option = nullptr;
+      for (const auto& o : kTaskOptions)
+        if (key == o.key) option = &o;
+      if (!option) refuse("task options: unknown option '" + key + "'");
+      t.*option->field = static_cast<std::uint32_t>(get_uint(kv.val, option->key, UINT32_MAX));
     }
   }
   return t;
@@ -292,16 +322,17 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
       need(2);
       return Hello{get_str(f[0], "client name"), get_int(f[1], "pid")};
     case Type::welcome:
-      need(4);
+      need(5);
       return Welcome{get_uint(f[0], "client id"), get_str(f[1], "results endpoint"),
                      static_cast<std::uint32_t>(get_uint(f[2], "workers", UINT32_MAX)),
-                     static_cast<std::uint32_t>(get_uint(f[3], "heartbeat_ms", UINT32_MAX))};
+                     static_cast<std::uint32_t>(get_uint(f[3], "heartbeat_ms", UINT32_MAX)),
+                     static_cast<std::uint32_t>(get_uint(f[4], "max_pending", UINT32_MAX))};
     case Type::submit:
       need(1);
       return Submit{get_tasks(f[0])};
     case Type::cancel:
-      need(2);
-      return Cancel{get_uint(f[0], "request id"), get_ids(f[1], "task ids")};
+      need(3);
+      return Cancel{get_uint(f[0], "request id"), get_ids(f[1], "task ids"), get_bool(f[2], "force")};
     case Type::cancel_reply: {
       need(2);
       CancelReply r{get_uint(f[0], "request id"), {}};
@@ -325,6 +356,12 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
     case Type::error:
       need(2);
       return Error{get_str(f[0], "error code"), get_str(f[1], "error message")};
+    case Type::status:
+      need(0);
+      return Status{};
+    case Type::status_reply:
+      need(1);
+      return StatusReply{get_bytes(f[0], "status body")};
     case Type::update:
       need(2);
       return Update{get_uint(f[0], "seq"), get_events(f[1])};
@@ -358,17 +395,17 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
 }
 
 bool known_type(std::uint64_t t) {
-  return (t >= 1 && t <= 10) || (t >= 20 && t <= 22) || (t >= 30 && t <= 32);
+  return (t >= 1 && t <= 12) || (t >= 20 && t <= 22) || (t >= 30 && t <= 32);
 }
 
 }  // namespace
 
 Type type_of(const Message& m) {
   static constexpr Type kTypes[] = {
-      Type::hello,          Type::welcome, Type::submit,       Type::cancel,
-      Type::cancel_reply,   Type::ack,     Type::heartbeat,    Type::bye,
-      Type::error,          Type::update,  Type::worker_hello, Type::worker_events,
-      Type::worker_revoked, Type::tasks,   Type::revoke,       Type::shutdown};
+      Type::hello,        Type::welcome,   Type::submit,       Type::cancel,        Type::cancel_reply,
+      Type::ack,          Type::heartbeat, Type::bye,          Type::error,         Type::status,
+      Type::status_reply, Type::update,    Type::worker_hello, Type::worker_events, Type::worker_revoked,
+      Type::tasks,        Type::revoke,    Type::shutdown};
   return kTypes[m.index()];
 }
 
@@ -392,6 +429,10 @@ const char* type_name(Type t) {
       return "bye";
     case Type::error:
       return "error";
+    case Type::status:
+      return "status";
+    case Type::status_reply:
+      return "status_reply";
     case Type::update:
       return "update";
     case Type::worker_hello:

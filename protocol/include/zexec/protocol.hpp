@@ -25,15 +25,17 @@ inline constexpr std::int64_t kMaxMessageBytes = 64LL << 20;
 
 enum class Type : std::uint8_t {
   // client (DEALER) <-> daemon (ROUTER, the public endpoint)
-  hello = 1,         // client -> daemon: first message
-  welcome = 2,       // daemon -> client: client id + the results endpoint to connect a PULL to
-  submit = 3,        // client -> daemon: a batch of tasks
-  cancel = 4,        // client -> daemon: cancel request for some tasks
-  cancel_reply = 5,  // daemon -> client: one outcome per task of a cancel
-  ack = 6,           // client -> daemon: updates up to seq are processed, daemon may forget them
-  heartbeat = 7,     // both ways: "I am alive"
-  bye = 8,           // client -> daemon: drop everything of mine
-  error = 9,         // daemon -> client: the client sent something the daemon refused
+  hello = 1,          // client -> daemon: first message
+  welcome = 2,        // daemon -> client: client id + the results endpoint to connect a PULL to
+  submit = 3,         // client -> daemon: a batch of tasks
+  cancel = 4,         // client -> daemon: cancel request for some tasks
+  cancel_reply = 5,   // daemon -> client: one outcome per task of a cancel
+  ack = 6,            // client -> daemon: updates up to seq are processed, daemon may forget them
+  heartbeat = 7,      // both ways: "I am alive"
+  bye = 8,            // client -> daemon: drop everything of mine
+  error = 9,          // daemon -> client: the client sent something the daemon refused
+  status = 11,        // anyone -> daemon: what are you doing? (no hello needed)
+  status_reply = 12,  // daemon -> asker: a msgpack map of state and counters
   // daemon (PUSH, one per client) -> client (PULL)
   update = 10,  // task events: started / ok / error / cancelled
   // worker (PUSH) -> daemon (PULL, shared by all workers)
@@ -57,10 +59,14 @@ enum class CancelOutcome : std::uint8_t {
 };
 
 struct TaskSpec {
-  std::uint64_t id = 0;          // client: the client's task id; worker hop: the daemon's handle
-  std::string name;              // registered task name
-  std::string args;              // msgpack-encoded ARRAY of positional arguments (opaque bytes)
-  std::uint32_t timeout_ms = 0;  // 0 = no per-task timeout; field "timeout_ms" of the options map
+  std::uint64_t id = 0;  // client: the client's task id; worker hop: the daemon's handle
+  std::string name;      // registered task name
+  std::string args;      // msgpack-encoded ARRAY of positional arguments (opaque bytes)
+  // Options (the task's optional options map; 0 = absent = default):
+  std::uint32_t timeout_ms = 0;        // hard limit on running time
+  std::uint32_t retries = 0;           // run again after it raised, up to this many times
+  std::uint32_t crash_retries = 0;     // run again after its worker died under it, up to this many times
+  std::uint32_t retry_backoff_ms = 0;  // wait before a retry: this, doubled each further retry
 };
 
 struct Event {
@@ -80,6 +86,7 @@ struct Welcome {
   std::string results_endpoint;  // where to connect the PULL socket for `update` messages
   std::uint32_t workers = 0;     // configured pool size
   std::uint32_t heartbeat_ms = 0;
+  std::uint32_t max_pending = 0;  // most unfinished tasks the daemon accepts from this client
 };
 struct Submit {
   std::vector<TaskSpec> tasks;
@@ -87,6 +94,7 @@ struct Submit {
 struct Cancel {
   std::uint64_t request_id = 0;
   std::vector<std::uint64_t> task_ids;
+  bool force = false;  // also stop tasks that are running (their worker is killed and replaced)
 };
 struct CancelReply {
   std::uint64_t request_id = 0;
@@ -100,6 +108,10 @@ struct Bye {};
 struct Error {
   std::string code;     // machine-readable, e.g. "bad_message", "unknown_client"
   std::string message;  // human-readable
+};
+struct Status {};
+struct StatusReply {
+  std::string body;  // msgpack map (opaque to the protocol module); see PROTOCOL.md
 };
 struct Update {
   std::uint64_t seq = 0;  // per client, starts at 1, +1 per update message
@@ -128,8 +140,9 @@ struct Revoke {
 };
 struct Shutdown {};
 
-using Message = std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Update,
-                             WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
+using Message =
+    std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Status, StatusReply,
+                 Update, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
 
 Type type_of(const Message& m);
 const char* type_name(Type t);
