@@ -368,7 +368,10 @@ void Broker::client_timers(Clock::time_point now) {
       c->oldest_unacked_sent = now;
     }
   }
-  for (auto id : gone) drop_client(id, "silent for too long");
+  for (auto id : gone) {
+    counters_.clients_dropped++;
+    drop_client(id, "silent for too long");
+  }
 }
 
 }  // namespace zexecd
