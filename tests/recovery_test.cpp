@@ -187,3 +187,27 @@ TEST_F(RecoveryTest, ASecondSigtermStopsAtOnce) {
   ASSERT_TRUE(d.process().wait_exit(10s)) << "the second SIGTERM did not stop the daemon";
   EXPECT_TRUE(d.process().exited_ok());
 }
+
+TEST_F(RecoveryTest, OneClientFloodingDoesNotStarveAnother) {
+  Daemon d(2);
+  RawClient flood(ctx_, d.endpoint()), small(ctx_, d.endpoint());
+  for (std::uint64_t first = 1; first <= 20000; first += 1000) {
+    proto::Submit s;
+    for (std::uint64_t id = first; id < first + 1000; ++id)
+      s.tasks.push_back(task(id, "sleep", args(0.0005)));
+    flood.send(s);
+  }
+  // Wait until the daemon holds the whole flood, then ask for a little.
+  auto unfinished_of = [&](const std::string& name) -> std::uint64_t {
+    auto oh = d.status(ctx_);
+    for (auto& c : as_map(oh.get()).at("clients").as<std::vector<std::map<std::string, msgpack::object>>>())
+      if (c.at("id").as<std::uint64_t>() == 1 && name == "flood")
+        return c.at("unfinished").as<std::uint64_t>();
+    return 0;
+  };
+  ASSERT_TRUE(wait_until([&] { return unfinished_of("flood") > 15000; }, 10s));
+  for (int i = 1; i <= 10; ++i) small.submit(i, "noop", args());
+  ASSERT_TRUE(small.wait_finals(10, 20s));
+  // Served in turn, not after the 20,000 tasks queued before them.
+  EXPECT_GT(unfinished_of("flood"), 10000u);
+}

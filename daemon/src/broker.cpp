@@ -260,10 +260,13 @@ void Broker::begin_shutdown() {
     }
 }
 
-bool Broker::shutdown_complete() const {
+bool Broker::shutdown_complete() {
   for (const auto& w : workers_)
     if (w) return false;
-  if (Clock::now() > stop_deadline_ + std::chrono::seconds(1)) return true;
+  // Live clients ack within milliseconds; one that is gone would hold us until it times out.
+  auto now = Clock::now();
+  if (workers_gone_at_ == Clock::time_point{}) workers_gone_at_ = now;
+  if (now > std::min(stop_deadline_, workers_gone_at_) + std::chrono::seconds(1)) return true;
   // Deliver the last results, and see them acknowledged, before going away.
   for (const auto& [id, c] : clients_)
     if (c->held || !c->outbox.empty() || !c->unacked.empty() || !c->replies.empty()) return false;

@@ -111,7 +111,7 @@ class Broker {
   void handle_signals();
   void reap_children();
   void begin_shutdown();
-  bool shutdown_complete() const;
+  bool shutdown_complete();
 
   // -- clients (clients.cpp)
   void read_front();
@@ -195,6 +195,7 @@ class Broker {
   double avg_task_us_ = -1;         // EWMA of task run time over the pool; -1 = not known yet
   bool stopping_ = false;
   Clock::time_point stop_deadline_;
+  Clock::time_point workers_gone_at_{};  // when stopping: the moment the last worker was gone
   Counters counters_;
   std::vector<std::string> worker_argv_;
   std::string scratch_;  // reused encode buffer
