@@ -112,3 +112,39 @@ TEST_F(FaultsTest, WorkerCommandThatCannotStartFailsTasksClearly) {
       << c.finals[1].error_message;
   EXPECT_TRUE(d.process().running());
 }
+
+TEST_F(FaultsTest, WorkersAreRecycledAfterNTasksBetweenTasks) {
+  Daemon d(1, {}, {"--max-tasks-per-worker", "5"});
+  RawClient c(ctx_, d.endpoint());
+  std::set<std::int64_t> pids;
+  for (std::uint64_t id = 1; id <= 20; ++id) {  // one at a time: each sees the worker of its turn
+    c.submit(id, "pid", args());
+    ASSERT_TRUE(c.wait_finals(id));
+    ASSERT_EQ(c.finals[id].kind, proto::Outcome::ok) << c.finals[id].error_message;
+    pids.insert(value_of<std::int64_t>(c.finals[id]));
+  }
+  EXPECT_EQ(pids.size(), 4u);  // 20 tasks, 5 per worker, no task lost or failed on the way
+}
+
+TEST_F(FaultsTest, AWorkerOverItsMemoryLimitIsReplacedBetweenTasks) {
+  Daemon d(1, {}, {"--max-memory-per-worker-mb", "64", "--heartbeat-ms", "100"});
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "hog", args(128));
+  ASSERT_TRUE(c.wait_finals(1));
+  ASSERT_EQ(c.finals[1].kind, proto::Outcome::ok) << c.finals[1].error_message;
+  auto fat = value_of<std::int64_t>(c.finals[1]);
+  // Within a few RSS samples the fat worker is retired; tasks keep succeeding meanwhile.
+  std::uint64_t id = 2;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        c.submit(id, "pid", args());
+        if (!c.wait_finals(id)) return false;
+        bool replaced =
+            c.finals[id].kind == proto::Outcome::ok && value_of<std::int64_t>(c.finals[id]) != fat;
+        ++id;
+        return replaced;
+      },
+      15s));
+  for (std::uint64_t i = 2; i < id; ++i)
+    EXPECT_EQ(c.finals[i].kind, proto::Outcome::ok) << c.finals[i].error_message;
+}

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "zexec/worker.hpp"
 
@@ -31,6 +32,7 @@ constexpr TaskHelp kTaskHelp[] = {
      "sleeps v*scale s, v uniform in [0,1); returns \"Task=<name>: <v:.2f>\""},
     {"noop() -> nil", "does nothing (for benchmarks)"},
     {"pid() -> int", "the worker's process id (for tests of supervision)"},
+    {"hog(megabytes) -> pid", "keeps that much more memory for good (for tests of recycling)"},
 };
 
 void print_help() {
@@ -84,6 +86,13 @@ void add_stock_tasks(zexec::Worker& worker) {
   });
   worker.add("noop", [] {});
   worker.add("pid", [] { return static_cast<std::int64_t>(::getpid()); });
+  // Grows this worker's memory for good (a leak on purpose), to exercise recycling by RSS.
+  worker.add("hog", [](std::uint32_t megabytes) {
+    static std::vector<std::vector<char>> kept;
+    if (megabytes > 4096) throw std::invalid_argument("hog: at most 4096 MiB");
+    kept.emplace_back(static_cast<std::size_t>(megabytes) << 20, '\1');  // touched: resident
+    return static_cast<std::int64_t>(::getpid());
+  });
 }
 
 }  // namespace
