@@ -326,7 +326,8 @@ void Broker::dispatch(Clock::time_point now) {
   };
   std::vector<Batch> batches;
   std::size_t share = (queued_ + room.size() - 1) / room.size();
-  for (Worker* w : room) batches.push_back({w, std::min<std::size_t>(window(*w) - w->held.size(), share)});
+  for (Worker* w : room)
+    batches.push_back({w, std::min<std::size_t>(window(*w) - w->held.size(), share), 0, {}});
   // Deal one task at a time round the workers, like cards: a short queue starts on as many
   // workers as possible, in submission order, instead of in chunks behind each other.
   bool dealt = true;
