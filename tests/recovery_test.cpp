@@ -211,3 +211,30 @@ TEST_F(RecoveryTest, OneClientFloodingDoesNotStarveAnother) {
   // Served in turn, not after the 20,000 tasks queued before them.
   EXPECT_GT(unfinished_of("flood"), 10000u);
 }
+
+TEST_F(RecoveryTest, GarbageFromAWorkerIsCountedAndSurvived) {
+  Daemon d(1, {},
+           {"--worker-command",
+            "/usr/bin/python3 " + std::string(ZEXEC_SOURCE_DIR) + "/tests/workers/rogue_worker.py"});
+  RawClient c(ctx_, d.endpoint());
+  for (int i = 1; i <= 10; ++i) c.submit(i, "echo", args(i));
+  ASSERT_TRUE(c.wait_finals(10, 30s));
+  for (int i = 1; i <= 10; ++i) EXPECT_EQ(value_of<int>(c.finals[i]), i);
+  EXPECT_GE(total(d, ctx_, "bad_worker_frames"), 4u);  // the two-frame message may count once or twice
+  EXPECT_TRUE(d.process().running());
+}
+
+TEST_F(RecoveryTest, AnOversizeFrameIsDroppedByZeroMqAndTheDaemonGoesOn) {
+  Daemon d(1);
+  {
+    zmq::socket_t raw(ctx_, zmq::socket_type::dealer);
+    raw.set(zmq::sockopt::linger, 5000);
+    raw.connect(d.endpoint());
+    std::string huge(static_cast<std::size_t>(proto::kMaxMessageBytes) + 1, '\x90');
+    raw.send(zmq::buffer(huge), zmq::send_flags::none);
+  }  // ZMQ_MAXMSGSIZE: the daemon's side closes that connection; nothing reaches the loop
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "echo", args(1));
+  ASSERT_TRUE(c.wait_finals(1));
+  EXPECT_TRUE(d.process().running());
+}

@@ -59,6 +59,14 @@ void Broker::read_events() {
   for (int n = 0; n < kReadBudget; ++n) {
     zmq::message_t frame;
     if (!events_.recv(frame, zmq::recv_flags::dontwait)) return;
+    if (frame.more()) {  // a zexec message is one frame: drop the whole multipart message
+      std::size_t parts = 1;
+      for (zmq::message_t rest; frame.more() && events_.recv(rest, zmq::recv_flags::dontwait); ++parts)
+        frame = std::move(rest);
+      counters_.bad_worker_frames++;
+      spdlog::warn("refused a worker message of {} frames (expected 1)", parts);
+      continue;
+    }
     proto::Decoded d = proto::decode(frame.to_string_view());
     if (!d) {
       counters_.bad_worker_frames++;
