@@ -28,7 +28,9 @@ void ensure_ipc_dir(const std::string& endpoint) {
 }
 
 std::string make_run_dir() {
-  const char* base = std::getenv("XDG_RUNTIME_DIR");
+  // Under systemd, RuntimeDirectory= gives us $RUNTIME_DIRECTORY; by hand, the user's runtime dir.
+  const char* base = std::getenv("RUNTIME_DIRECTORY");
+  if (!base || !*base) base = std::getenv("XDG_RUNTIME_DIR");
   std::string tmpl = std::string(base && *base ? base : "/tmp") + "/zexecd-XXXXXX";
   if (!mkdtemp(tmpl.data())) {
     tmpl = "/tmp/zexecd-XXXXXX";
@@ -178,6 +180,7 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   worker_timers(now);
   if (flush_replies()) next = std::min(next, now + std::chrono::milliseconds(5));
   next = std::min(next, requeue_due_retries(now));
+  next = std::min(next, notify_systemd(now));
   if (queued_ > 0 && pool_broken())
     fail_queued("WorkerUnavailable", "no worker can start: the worker command '" + worker_argv_[0] +
                                          "' failed at start-up repeatedly (last: " + last_start_failure_ +
@@ -240,6 +243,7 @@ void Broker::begin_shutdown() {
   stopping_ = true;
   stop_deadline_ = Clock::now() + std::chrono::milliseconds(opts_.shutdown_grace_ms);
   spdlog::info("stopping: running tasks may finish within {} ms", opts_.shutdown_grace_ms);
+  notify_.stopping("stopping: " + status_line());
   // Queued tasks will never run now: tell their clients instead of leaving futures hanging.
   while (auto h = next_queued(true)) {
     Task* t = tasks_.get(*h);

@@ -20,6 +20,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "notify.hpp"
 #include "options.hpp"
 #include "task_table.hpp"
 #include "zexec/protocol.hpp"
@@ -168,6 +169,8 @@ class Broker {
 
   // -- status (status.cpp)
   std::string status_body() const;
+  std::string status_line() const;  // one line for systemd's STATUS= and the logs
+  Clock::time_point notify_systemd(Clock::time_point now);
 
   Options opts_;
   zmq::context_t ctx_;
@@ -189,6 +192,9 @@ class Broker {
   std::multimap<Clock::time_point, Handle> retries_;    // tasks waiting out a retry backoff
   std::unordered_multimap<Handle, int> extra_cancels_;  // further cancel requests waiting on one task
   Clock::time_point started_at_ = Clock::now();
+  Notifier notify_;
+  bool announced_ready_ = false;
+  Clock::time_point next_watchdog_{}, next_status_{};
   std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
   Clock::time_point next_rss_check_;
   std::string last_start_failure_;  // how the last worker that died at start-up ended

@@ -83,4 +83,45 @@ std::string Broker::status_body() const {
   return std::string(buf.data(), buf.size());
 }
 
+std::string Broker::status_line() const {
+  int ready = 0, running = 0;
+  for (const auto& w : workers_)
+    if (w && w->state == WorkerState::ready) {
+      ++ready;
+      running += w->running != 0;
+    }
+  return std::to_string(ready) + "/" + std::to_string(opts_.workers) + " workers ready, " +
+         std::to_string(running) + " running, " + std::to_string(queued_) + " queued, " +
+         std::to_string(clients_.size()) + " clients, " +
+         std::to_string(counters_.succeeded + counters_.failed) + " done";
+}
+
+// READY=1 once serving: sockets are bound (the constructor did that) and every worker said hello,
+// or start-up took 10 s (the status line then says how many are up), so a slow or broken worker
+// command does not hold systemd's start job forever.
+Clock::time_point Broker::notify_systemd(Clock::time_point now) {
+  if (!notify_.enabled()) return Clock::time_point::max();
+  if (!announced_ready_) {
+    bool all_up = true;
+    for (const auto& w : workers_) all_up &= w && w->hello_seen;
+    if (all_up || pool_broken() || now - started_at_ > std::chrono::seconds(10)) {
+      notify_.ready(status_line());
+      announced_ready_ = true;
+    }
+  }
+  if (now >= next_status_) {
+    if (announced_ready_ && !stopping_) notify_.status(status_line());
+    next_status_ = now + std::chrono::seconds(1);
+  }
+  auto next = announced_ready_ ? next_status_ : now + std::chrono::milliseconds(10);
+  if (announced_ready_ && notify_.watchdog_interval().count() > 0) {  // systemd watches from READY on
+    if (now >= next_watchdog_) {
+      notify_.watchdog();
+      next_watchdog_ = now + std::chrono::duration_cast<Clock::duration>(notify_.watchdog_interval());
+    }
+    next = std::min(next, next_watchdog_);
+  }
+  return next;
+}
+
 }  // namespace zexecd

@@ -1,0 +1,111 @@
+// zexecd under systemd: the test plays systemd's side of Type=notify (a datagram socket in
+// $NOTIFY_SOCKET, a watchdog in $WATCHDOG_USEC) and checks what arrives, in order; and the unit
+// file passes `systemd-analyze verify`.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "support.hpp"
+
+using namespace zexec::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("bind");
+  }
+  ~NotifySocket() { ::close(fd_); }
+  // Every datagram so far, one notification line each.
+  void drain(std::vector<std::string>& lines) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd_, buf, sizeof buf, 0)) > 0;) {
+      std::istringstream in(std::string(buf, static_cast<std::size_t>(n)));
+      for (std::string line; std::getline(in, line);) lines.push_back(line);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+std::size_t first(const std::vector<std::string>& lines, const std::string& prefix) {
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].rfind(prefix, 0) == 0) return i;
+  return std::string::npos;
+}
+
+}  // namespace
+
+TEST(Systemd, NotifiesReadyStatusWatchdogAndStoppingInOrder) {
+  TempDir dir;
+  NotifySocket notify(dir.path() + "/notify");
+  Process daemon(
+      {bin_path("zexecd"), "--endpoint", dir.ipc("d.sock"), "--workers", "2", "--log-level", "warn"},
+      {"NOTIFY_SOCKET=" + dir.path() + "/notify", "WATCHDOG_USEC=200000"});
+  std::vector<std::string> lines;
+  ASSERT_TRUE(wait_until([&] {
+    notify.drain(lines);
+    return first(lines, "WATCHDOG=1") != std::string::npos && first(lines, "READY=1") != std::string::npos;
+  }));
+  daemon.kill(SIGTERM);
+  ASSERT_TRUE(daemon.wait_exit(15s));
+  EXPECT_TRUE(daemon.exited_ok());
+  notify.drain(lines);
+  auto ready = first(lines, "READY=1"), status = first(lines, "STATUS="),
+       watchdog = first(lines, "WATCHDOG=1"), stopping = first(lines, "STOPPING=1");
+  ASSERT_NE(ready, std::string::npos);
+  ASSERT_NE(status, std::string::npos);
+  ASSERT_NE(watchdog, std::string::npos);
+  ASSERT_NE(stopping, std::string::npos);
+  EXPECT_LT(ready, status);  // READY=1 and its STATUS= come in one datagram, READY first
+  EXPECT_LT(ready, watchdog);
+  EXPECT_LT(watchdog, stopping);
+  EXPECT_EQ(lines[status], "STATUS=2/2 workers ready, 0 running, 0 queued, 0 clients, 0 done");
+  EXPECT_EQ(lines.back().rfind("STATUS=stopping", 0), 0u) << lines.back();
+}
+
+TEST(Systemd, RunsWithoutSystemd) {
+  TempDir dir;
+  Process daemon(
+      {bin_path("zexecd"), "--endpoint", dir.ipc("d.sock"), "--workers", "1", "--log-level", "warn"},
+      {"NOTIFY_SOCKET="});
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.path() + "/d.sock"); }));
+  daemon.kill(SIGTERM);
+  ASSERT_TRUE(daemon.wait_exit(15s));
+  EXPECT_TRUE(daemon.exited_ok());
+}
+
+TEST(Systemd, UnitFilePassesSystemdAnalyzeVerify) {
+  if (std::system("command -v systemd-analyze >/dev/null") != 0)
+    GTEST_SKIP() << "systemd-analyze not installed";
+  TempDir dir;
+  // The unit as installed, pointing at the zexecd just built (verify checks that it exists).
+  std::ifstream in(std::string(ZEXEC_SOURCE_DIR) + "/systemd/zexecd.service");
+  std::stringstream unit;
+  unit << in.rdbuf();
+  std::string text = unit.str();
+  for (auto pos = text.find("/usr/bin/zexecd"); pos != std::string::npos; pos = text.find("/usr/bin/zexecd"))
+    text.replace(pos, 15, bin_path("zexecd"));
+  std::ofstream(dir.path() + "/zexecd.service") << text;
+  std::string out = dir.path() + "/verify.out";
+  int rc = std::system(
+      ("systemd-analyze verify --man=no " + dir.path() + "/zexecd.service >" + out + " 2>&1").c_str());
+  std::ifstream result(out);
+  std::stringstream msgs;
+  msgs << result.rdbuf();
+  EXPECT_EQ(rc, 0) << msgs.str();
+  EXPECT_EQ(msgs.str().find("zexecd.service"), std::string::npos)
+      << msgs.str();  // nothing said about our unit
+}
