@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -161,6 +162,34 @@ TEST(FutureTest, WorkerCrashAndTimeoutHaveTheirOwnTypes) {
   ztest::set_exception(slow, "TaskTimeout", "ran past 100 ms");
   EXPECT_THROW(slow.result<void>(), TaskTimeoutError);
   EXPECT_THROW(std::rethrow_exception(slow.exception()), TaskError);
+}
+
+TEST(FutureTest, QuarantineAndDaemonQueueFullHaveTheirOwnTypes) {
+  Future poison = ztest::make_future("crash");
+  ztest::set_exception(poison, "Quarantined", "task 'crash' crashed its worker 3 times");
+  EXPECT_THROW(poison.result<void>(), QuarantinedError);
+  EXPECT_THROW(poison.result<void>(), TaskError);
+  Future refused = ztest::make_future("noop");
+  ztest::set_exception(refused, "QueueFull", "this client already has 100 unfinished tasks");
+  EXPECT_THROW(refused.result<void>(), QueueFullError);
+  try {
+    refused.result<void>();
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.type(), "QueueFull");
+  }
+}
+
+TEST(FutureTest, DurationsAreFormattedConsistently) {
+  using detail::format_seconds;
+  EXPECT_EQ(format_seconds(5s), "5 s");
+  EXPECT_EQ(format_seconds(500ms), "0.5 s");
+  EXPECT_EQ(format_seconds(250ms), "0.25 s");
+  EXPECT_EQ(format_seconds(1ms), "0.001 s");
+  EXPECT_EQ(format_seconds(0s), "0 s");
+  // Sub-millisecond remainders used to leave a bare point: "5. s".
+  EXPECT_EQ(format_seconds(5000400us), "5 s");
+  EXPECT_EQ(format_seconds(std::chrono::nanoseconds(1500000001)), "1.5 s");
+  EXPECT_EQ(format_seconds(200us), "0 s");
 }
 
 TEST(FutureTest, ConnectionLossSurfacesAsConnectionError) {
@@ -373,6 +402,17 @@ TEST(AsCompletedTest, GrowableWhileIterating) {
   EXPECT_EQ(ac.next(0ms), std::nullopt);
 }
 
+TEST(AsCompletedTest, IteratorsCompareWithNotEqual) {
+  Future a = ztest::make_future("a"), b = ztest::make_future("b");
+  ztest::set_result(a, 1);
+  ztest::set_result(b, 2);
+  AsCompletedRange range = as_completed({a, b});
+  std::vector<std::string> names;
+  for (auto it = range.begin(), end = range.end(); operator!=(it, end); ++it)
+    names.push_back(it->task_name());
+  EXPECT_EQ(names, (std::vector<std::string>{"a", "b"}));
+}
+
 TEST(AsCompletedTest, GrowableDeadline) {
   Future a = ztest::make_future("a");
   AsCompleted ac{{a}, 50ms};
@@ -502,6 +542,7 @@ class FakeDaemon {
     bool welcome = true;                 // answer hello (with welcome, or `refuse`)
     std::optional<proto::Error> refuse;  // answer hello with this error instead
     std::string results_bind;            // default: ENDPOINT.r1 (ipc) / tcp://127.0.0.1:* (tcp)
+    std::uint32_t max_pending = 0;       // Welcome::max_pending (0 = no limit)
   };
   using CancelHandler =
       std::function<std::vector<std::pair<std::uint64_t, proto::CancelOutcome>>(const proto::Cancel&)>;
@@ -639,7 +680,8 @@ class FakeDaemon {
       if (bind.empty())
         bind = endpoint_.rfind("ipc://", 0) == 0 ? endpoint_ + ".r1" : std::string("tcp://127.0.0.1:*");
       results_.bind(bind);
-      reply_now(proto::Welcome{1, results_.get(zmq::sockopt::last_endpoint), 4, opts_.heartbeat_ms});
+      reply_now(proto::Welcome{1, results_.get(zmq::sockopt::last_endpoint), 4, opts_.heartbeat_ms,
+                               opts_.max_pending});
       return;
     }
     if (auto* sub = std::get_if<proto::Submit>(&m)) {
@@ -769,6 +811,62 @@ TEST(FakeDaemonTest, TaskOptionsTravelAsTimeoutMs) {
   EXPECT_THROW(f.result<double>(10s), TaskTimeoutError);
 }
 
+TEST(FakeDaemonTest, RetryOptionsTravelAndAreValidated) {
+  TempDir dir;
+  FakeDaemon d(dir.ipc("d.sock"));
+  Client c(d.endpoint(), quick());
+  Future f = c.submit_with({.retries = 2, .crash_retries = 3, .retry_backoff = 250ms}, "fail", "x");
+  ASSERT_TRUE(wait_until([&] { return d.task_count() == 1; }));
+  proto::TaskSpec t = d.tasks()[0];
+  EXPECT_EQ(t.retries, 2u);
+  EXPECT_EQ(t.crash_retries, 3u);
+  EXPECT_EQ(t.retry_backoff_ms, 250u);
+  EXPECT_EQ(t.timeout_ms, 0u);
+  EXPECT_THROW(c.submit_with({.retries = -1}, "noop"), Error);
+  EXPECT_THROW(c.submit_with({.crash_retries = -2}, "noop"), Error);
+  EXPECT_THROW(c.submit_with({.retry_backoff = -1ms}, "noop"), Error);
+  EXPECT_THROW(c.submit_with({.retry_backoff = std::chrono::hours(24 * 60)}, "noop"), Error);
+  EXPECT_EQ(c.unfinished(), 1u) << "refused submits leave nothing behind";
+}
+
+TEST(FakeDaemonTest, SubmitWaitsUnderTheDaemonsMaxPending) {
+  TempDir dir;
+  FakeDaemon::Options opts;
+  opts.max_pending = 2;
+  FakeDaemon d(dir.ipc("d.sock"), opts);
+  ClientOptions o = quick();
+  o.submit_timeout = 20s;
+  Client c(d.endpoint(), o);
+  EXPECT_EQ(c.max_pending(), 2u);
+  Future a = c.submit("echo", 1), b = c.submit("echo", 2);
+  auto third = std::async(std::launch::async, [&] { return c.submit("echo", 3); });
+  EXPECT_EQ(third.wait_for(100ms), std::future_status::timeout) << "no room until a task finishes";
+  EXPECT_EQ(c.unfinished(), 2u);
+  ASSERT_TRUE(wait_until([&] { return d.task_count() == 2; }));
+  d.update({FakeDaemon::ok_value(a.id(), 1)});
+  ASSERT_EQ(third.wait_for(10s), std::future_status::ready);
+  Future f3 = third.get();
+  ASSERT_TRUE(wait_until([&] { return d.task_count() == 3; }));
+  EXPECT_EQ(d.tasks()[2].id, f3.id());
+  EXPECT_EQ(c.unfinished(), 2u);
+  // A lost connection releases a waiting submitter at once (with ConnectionError), not after
+  // submit_timeout.
+  auto fourth = std::async(std::launch::async, [&] { return what_of([&] { c.submit("echo", 4); }); });
+  c.close();
+  ASSERT_EQ(fourth.wait_for(10s), std::future_status::ready);
+  EXPECT_NE(fourth.get().find("closed"), std::string::npos);
+}
+
+TEST(FakeDaemonTest, DaemonQueueFullEventIsAQueueFullError) {
+  TempDir dir;
+  FakeDaemon d(dir.ipc("d.sock"));
+  Client c(d.endpoint(), quick());
+  Future f = c.submit("noop");
+  ASSERT_TRUE(wait_until([&] { return d.task_count() == 1; }));
+  d.update({FakeDaemon::error(f.id(), "QueueFull", "this client already has 100 unfinished tasks")});
+  EXPECT_THROW(f.result<void>(10s), QueueFullError);
+}
+
 TEST(FakeDaemonTest, ManySubmitsAreBatched) {
   TempDir dir;
   FakeDaemon d(dir.ipc("d.sock"));
@@ -889,6 +987,9 @@ TEST(FakeDaemonTest, DaemonSilenceFailsPendingFutures) {
   EXPECT_GE(Clock::now() - t0, 150ms);
   std::string text = what_of([&] { f.result<double>(); });
   EXPECT_NE(text.find("lost connection to zexecd at " + d.endpoint()), std::string::npos) << text;
+  // "0.2 s", never "0. s" or "5. s".
+  EXPECT_TRUE(std::regex_search(text, std::regex("nothing heard for [0-9]+(\\.[0-9]*[1-9])? s \\(heartbeat")))
+      << text;
   EXPECT_THROW(f.result<double>(), ConnectionError);
   EXPECT_FALSE(c.connected());
   EXPECT_NE(c.last_error().find("lost connection"), std::string::npos);
@@ -1005,12 +1106,34 @@ TEST(FakeDaemonTest, PollQueueOnlyKeepsHeldFutures) {
     if (i == 1234) kept = f;
   }
   ASSERT_TRUE(c.wait_all(10s));
-  // Dropped futures are not queued for poll(). (One the I/O thread was still completing when
-  // poll() looked may slip through: the queue is bounded by live futures, not a filter.)
+  // Dropped futures are never returned, not even the last one, which the I/O thread may still
+  // be completing when poll() looks.
   std::vector<Future> got;
   while (auto f = c.poll(0ms)) got.push_back(*f);
-  EXPECT_EQ(std::count(got.begin(), got.end(), kept), 1);
-  EXPECT_LE(got.size(), 2u);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], kept);
+}
+
+TEST(FakeDaemonTest, PollIgnoresTheFutureADoneCallbackHolds) {
+  TempDir dir;
+  FakeDaemon d(dir.ipc("d.sock"));
+  Client c(d.endpoint(), quick());
+  std::optional<Future> f = c.submit("echo", 1);
+  const std::uint64_t id = f->id();
+  std::promise<void> entered, release;
+  auto release_f = release.get_future().share();
+  f->add_done_callback([&, release_f](Future held) {
+    entered.set_value();
+    release_f.wait_for(20s);  // the I/O thread holds `held` while the caller drops its Future
+    EXPECT_EQ(held.result<int>(), 1);
+  });
+  ASSERT_TRUE(wait_until([&] { return d.task_count() == 1; }));
+  d.update({FakeDaemon::ok_value(id, 1)});
+  ASSERT_EQ(entered.get_future().wait_for(10s), std::future_status::ready);
+  f.reset();  // completed and queued for poll() while held; now dropped
+  EXPECT_EQ(c.poll(0ms), std::nullopt) << "the callback's Future does not count as the caller's";
+  release.set_value();
+  EXPECT_EQ(c.poll(50ms), std::nullopt);
 }
 
 TEST(FakeDaemonTest, CallbackOnIoThreadCancelsUnsentTaskLocally) {
@@ -1113,8 +1236,8 @@ class RealDaemon {
     EXPECT_TRUE(process_->exited_ok()) << "zexecd exits 0 on SIGTERM, status " << process_->status();
   }
   const std::string& endpoint() const { return endpoint_; }
-  Client client() const {
-    ClientOptions o;
+  Client client() const { return client(ClientOptions{}); }
+  Client client(ClientOptions o) const {
     o.connect_timeout = 10s;  // covers the daemon's start-up
     return Client(endpoint_, o);
   }
@@ -1323,6 +1446,168 @@ TEST(RealDaemonTest, DaemonDeathFailsPendingFutures) {
   EXPECT_THROW(f.result<double>(), ConnectionError);
 }
 
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+TEST(RealDaemonTest, RetriesRerunTheTaskAndCrashesAreQuarantined) {
+  SKIP_WITHOUT_DAEMON();
+  RealDaemon d(2);
+  Client c = d.client();
+  Future once = c.submit_with({.crash_retries = 1}, "crash");
+  try {
+    once.result<void>(60s);
+    ADD_FAILURE() << "no exception";
+  } catch (const WorkerCrashedError& e) {
+    EXPECT_TRUE(ends_with(e.message(), "(attempt 2)")) << e.what();
+  }
+  // More crash retries than the daemon's --quarantine-after (3): quarantined on the 3rd crash.
+  Future poison = c.submit_with({.crash_retries = 5}, "crash");
+  try {
+    poison.result<void>(60s);
+    ADD_FAILURE() << "no exception";
+  } catch (const QuarantinedError& e) {
+    EXPECT_EQ(e.type(), "Quarantined");
+    EXPECT_NE(e.message().find("3 times"), std::string::npos) << e.what();
+  }
+  auto t0 = Clock::now();
+  Future flaky = c.submit_with({.retries = 2, .retry_backoff = 100ms}, "fail", std::string("boom"));
+  try {
+    flaky.result<void>(60s);
+    ADD_FAILURE() << "no exception";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.type(), "std::runtime_error");
+    EXPECT_TRUE(ends_with(e.message(), "(attempt 3)")) << e.what();
+  }
+  EXPECT_GE(Clock::now() - t0, 300ms) << "backoff 100 ms, then 200 ms";
+  Future unknown = c.submit_with({.retries = 3}, "x");
+  EXPECT_EQ(what_of([&] { unknown.result<void>(30s); }).find("(attempt"), std::string::npos)
+      << "an unknown task is not retried";
+  EXPECT_EQ(c.submit("echo", 7).result<int>(30s), 7) << "the pool recovers";
+}
+
+TEST(RealDaemonTest, ForceCancelStopsARunningTask) {
+  SKIP_WITHOUT_DAEMON();
+  RealDaemon d(1);
+  ClientOptions o;
+  o.cancel_timeout = 30s;  // the answer waits for the worker to exit (SIGKILL after 2 s at worst)
+  Client c = d.client(o);
+  Future f = c.submit("sleep", 30.0);
+  ASSERT_TRUE(wait_until([&] { return f.running(); }, 20s));
+  // Waiters of every kind, blocked on the running task.
+  auto by_result = std::async(std::launch::async, [f] { return what_of([&] { f.result<double>(); }); });
+  auto by_wait = std::async(std::launch::async, [f] { return wait({f}, 60s).done.size(); });
+  auto by_as_completed = std::async(std::launch::async, [f] {
+    std::size_t n = 0;
+    for (Future& g : as_completed({f}, 60s)) n += g.cancelled();
+    return n;
+  });
+  std::promise<bool> by_callback;
+  f.add_done_callback([&](Future g) { by_callback.set_value(g.cancelled()); });
+  EXPECT_FALSE(f.cancel()) << "a plain cancel leaves a running task alone";
+  auto t0 = Clock::now();
+  EXPECT_TRUE(f.cancel(true));
+  EXPECT_LT(Clock::now() - t0, 20s) << "did not wait for the 30 s task";
+  EXPECT_TRUE(f.cancelled());
+  EXPECT_TRUE(f.done());
+  EXPECT_FALSE(f.running());
+  EXPECT_THROW(f.result<double>(), CancelledError);
+  ASSERT_EQ(by_result.wait_for(10s), std::future_status::ready);
+  EXPECT_NE(by_result.get().find("was cancelled"), std::string::npos);
+  ASSERT_EQ(by_wait.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(by_wait.get(), 1u);
+  ASSERT_EQ(by_as_completed.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(by_as_completed.get(), 1u);
+  auto cb = by_callback.get_future();
+  ASSERT_EQ(cb.wait_for(10s), std::future_status::ready);
+  EXPECT_TRUE(cb.get());
+  EXPECT_TRUE(f.cancel(true)) << "already cancelled";
+  EXPECT_EQ(c.unfinished(), 0u);
+  EXPECT_EQ(c.submit("echo", 5).result<int>(30s), 5) << "a new worker runs the next task";
+  Future done = c.submit("echo", 6);
+  EXPECT_EQ(done.result<int>(30s), 6);
+  EXPECT_FALSE(done.cancel(true)) << "a finished task cannot be cancelled";
+}
+
+TEST(RealDaemonTest, CancelAllForceStopsRunningToo) {
+  SKIP_WITHOUT_DAEMON();
+  RealDaemon d(1);
+  ClientOptions o;
+  o.cancel_timeout = 30s;
+  Client c = d.client(o);
+  Future busy = c.submit("sleep", 30.0);
+  std::vector<Future> queued;
+  for (int i = 0; i < 3; ++i) queued.push_back(c.submit("sleep", 30.0));
+  ASSERT_TRUE(wait_until([&] { return busy.running(); }, 20s));
+  EXPECT_EQ(c.cancel_all(), 3u) << "without force the running one stays";
+  EXPECT_FALSE(busy.done());
+  EXPECT_EQ(c.cancel_all(true), 1u);
+  EXPECT_TRUE(busy.cancelled());
+  for (auto& q : queued) EXPECT_TRUE(q.cancelled());
+  EXPECT_TRUE(c.wait_all(0ms));
+  EXPECT_EQ(c.submit("echo", 1).result<int>(30s), 1);
+}
+
+TEST(RealDaemonTest, BackpressureKeepsUnderMaxPending) {
+  SKIP_WITHOUT_DAEMON();
+  RealDaemon d(2, {}, {"--max-pending-per-client", "100"});
+  Client c = d.client();
+  ASSERT_EQ(c.max_pending(), 100u);
+  std::vector<Future> fs;
+  std::size_t most = 0;
+  for (int i = 0; i < 1000; ++i) {
+    fs.push_back(c.submit("noop"));
+    most = std::max(most, c.unfinished());
+  }
+  EXPECT_LE(most, 100u);
+  std::size_t ok = 0;
+  for (Future& f : as_completed(fs, 60s)) {
+    EXPECT_NO_THROW(f.result<void>()) << "the daemon never refused one (QueueFull)";
+    ++ok;
+  }
+  EXPECT_EQ(ok, 1000u);
+}
+
+TEST(RealDaemonTest, SubmitThrowsQueueFullAtMaxPending) {
+  SKIP_WITHOUT_DAEMON();
+  RealDaemon d(1, {}, {"--max-pending-per-client", "100"});
+  ClientOptions o;
+  o.submit_timeout = 200ms;
+  o.cancel_timeout = 30s;
+  Client c = d.client(o);
+  std::vector<Future> fs;
+  for (int i = 0; i < 100; ++i) fs.push_back(c.submit("sleep", 5.0));
+  std::string text;
+  try {
+    c.submit("sleep", 5.0);
+    ADD_FAILURE() << "the 101st submit was accepted";
+  } catch (const QueueFull& e) {
+    text = e.what();
+  }
+  EXPECT_NE(text.find("100 unfinished tasks"), std::string::npos) << text;
+  EXPECT_NE(text.find("0.2 s"), std::string::npos) << text;
+  EXPECT_EQ(c.unfinished(), 100u);
+  EXPECT_EQ(c.cancel_all(true), 100u);
+  EXPECT_EQ(c.submit("echo", 1).result<int>(30s), 1) << "room again";
+}
+
+TEST(RealDaemonTest, PollNeverReturnsADroppedFuture) {
+  SKIP_WITHOUT_DAEMON();
+  RealDaemon d(2);
+  Client c = d.client();
+  int leaked = 0;
+  for (int i = 0; i < 200; ++i) {
+    { Future dropped = c.submit("noop"); }
+    if (c.poll(100ms)) ++leaked;
+  }
+  EXPECT_EQ(leaked, 0);
+  ASSERT_TRUE(c.wait_all(30s));
+  Future kept = c.submit("noop");
+  auto got = c.poll(30s);
+  ASSERT_TRUE(got.has_value()) << "a held future is returned";
+  EXPECT_EQ(*got, kept);
+}
+
 // ---- embedded Executor ----------------------------------------------------------------------
 
 ExecutorOptions built_executor(int workers) {
@@ -1372,6 +1657,42 @@ TEST(ExecutorTest, IntConstructorFindsTheDaemonThroughTheEnvironment) {
   Executor ex{2};
   EXPECT_EQ(ex.submit("echo", 41).result<int>(20s), 41);
   ::unsetenv("ZEXEC_DAEMON");
+}
+
+// The daemon beside the running program wins over the configured bindir and the build tree: this
+// test copies itself, zexecd and zexec-worker into a fresh directory and runs the copy, which
+// reports which zexecd its Executor started.
+TEST(ExecutorTest, FindsTheDaemonBesideTheProgram) {
+  SKIP_WITHOUT_DAEMON();
+  if (const char* out = std::getenv("ZEXEC_TEST_REPORT_DAEMON")) {  // the copy
+    Executor ex{1};
+    EXPECT_EQ(ex.submit("echo", 3).result<int>(20s), 3);
+    std::error_code ec;
+    auto exe = std::filesystem::read_symlink("/proc/" + std::to_string(ex.daemon_pid()) + "/exe", ec);
+    std::FILE* f = std::fopen(out, "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f, "%s", exe.string().c_str());
+    std::fclose(f);
+    return;
+  }
+  TempDir dir;
+  namespace fs = std::filesystem;
+  fs::copy_file("/proc/self/exe", dir.path() + "/client_test");
+  fs::permissions(dir.path() + "/client_test", fs::perms::owner_all);
+  for (const char* name : {"zexecd", "zexec-worker"})
+    fs::copy_file(test::bin_path(name), dir.path() + "/" + name);
+  std::string report = dir.path() + "/daemon-path";
+  test::Process copy(
+      {dir.path() + "/client_test", "--gtest_filter=ExecutorTest.FindsTheDaemonBesideTheProgram"},
+      {"ZEXEC_TEST_REPORT_DAEMON=" + report, "ZEXEC_DAEMON="}, dir.path() + "/out");
+  ASSERT_TRUE(copy.wait_exit(60s));
+  EXPECT_TRUE(copy.exited_ok()) << "status " << copy.status();
+  std::FILE* f = std::fopen(report.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  char buf[4096] = {};
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  EXPECT_EQ(std::string(buf, n), dir.path() + "/zexecd");
 }
 
 TEST(ExecutorTest, DaemonThatCannotStartFailsFast) {

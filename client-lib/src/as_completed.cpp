@@ -69,7 +69,8 @@ class FixedSource final : public detail::CompletionSource {
     StatePtr s = std::move(waiter_->completed.front());
     waiter_->completed.pop_front();
     --pending_;
-    return FutureAccess::make(std::move(s));
+    lk.unlock();  // make() takes the state's lock: not under the waiter's
+    return FutureAccess::make(s);
   }
 
  private:
@@ -120,9 +121,13 @@ class AsCompleted::Impl final : public detail::CompletionSource {
     if (waiter_->completed.empty()) return std::nullopt;  // everything added was yielded
     StatePtr s = std::move(waiter_->completed.front());
     waiter_->completed.pop_front();
-    tracked_.erase(s.get());
+    // The caller's Future as it was added (its handle, see future_state.hpp).
+    if (auto it = tracked_.find(s.get()); it != tracked_.end()) {
+      s = std::move(it->second);
+      tracked_.erase(it);
+    }
     ++yielded_;
-    return FutureAccess::make(std::move(s));
+    return FutureAccess::wrap(std::move(s));
   }
 
   std::size_t count() const {

@@ -36,8 +36,8 @@ Future Client::submit_raw(std::string_view name, std::string args, const TaskOpt
 std::optional<Future> Client::poll(Timeout timeout) {
   return core().poll(timeout);
 }
-std::size_t Client::cancel_all() {
-  return core().cancel_all();
+std::size_t Client::cancel_all(bool force) {
+  return core().cancel_all(force);
 }
 bool Client::wait_all(Timeout timeout) {
   return core().wait_all(timeout);
@@ -65,6 +65,9 @@ std::uint32_t Client::workers() const {
 }
 std::uint32_t Client::heartbeat_ms() const {
   return core().welcome().heartbeat_ms;
+}
+std::uint32_t Client::max_pending() const {
+  return core().welcome().max_pending;
 }
 
 void Client::close() {

@@ -1,4 +1,4 @@
-// ClientCore, the user-thread side: connect, submit, cancel, poll, close.
+// ClientCore, the user-thread side: connect, submit, poll, close (cancel: cancel.cpp).
 #include "client_core.hpp"
 
 #include <errno.h>
@@ -111,29 +111,73 @@ void ClientCore::throw_unusable() const {
   throw ConnectionError(phase_reason_);
 }
 
+namespace {
+
+// TaskOptions -> the uint32 options of the wire; throws zexec::Error naming what is out of range.
+std::uint32_t option_value(std::int64_t v, std::string_view name, const char* what) {
+  if (v < 0 || v > UINT32_MAX)
+    throw Error("submit " + std::string(name) + ": " + what + " out of range (" + std::to_string(v) + ")");
+  return static_cast<std::uint32_t>(v);
+}
+
+}  // namespace
+
+// Takes one of the max_pending slots (the daemon's limit on this client's unfinished tasks),
+// waiting for a finishing task to free one until `deadline`. unfinished_ counts the task from
+// here on, before the I/O thread can see it (it may finish it at once).
+void ClientCore::reserve_pending(std::string_view name, Clock::time_point deadline) {
+  std::unique_lock lk(done_mu_);
+  const std::uint32_t limit = max_pending_;
+  auto room = [&] { return limit == 0 || unfinished_ < limit; };
+  if (!room()) {
+    // Tasks finish on the I/O thread: a done callback waiting for one would wait forever.
+    if (on_io_thread())
+      throw QueueFull("submit " + std::string(name) + ": this client already has " + std::to_string(limit) +
+                      " unfinished tasks, the most zexecd at " + endpoint_ +
+                      " accepts, and a done callback cannot wait for room");
+    // A lost connection fails every unfinished task, which wakes this wait too.
+    if (!done_cv_.wait_until(lk, deadline, room))
+      throw QueueFull("submit " + std::string(name) + ": this client had " + std::to_string(limit) +
+                      " unfinished tasks, the most zexecd at " + endpoint_ + " accepts (max_pending), for " +
+                      format_seconds(options_.submit_timeout));
+  }
+  ++unfinished_;
+}
+
+void ClientCore::unreserve_pending() noexcept {
+  {
+    std::lock_guard lk(done_mu_);
+    --unfinished_;
+  }
+  done_cv_.notify_all();  // a submit() may be waiting for exactly this slot
+}
+
 Future ClientCore::submit(std::string_view name, std::string args, const TaskOptions& options) {
   if (name.empty()) throw Error("submit: empty task name");
   if (name.size() > kMaxTaskNameBytes)
-    throw Error("submit: task name of " + std::to_string(name.size()) + " bytes");
+    throw Error("submit " + std::string(name) + ": task name of " + std::to_string(name.size()) + " bytes");
   if (args.size() > kMaxTaskArgsBytes)
     throw Error("submit " + std::string(name) + ": arguments of " + std::to_string(args.size()) +
                 " bytes exceed the 64 MiB message limit");
-  if (options.timeout.count() < 0 || options.timeout.count() > UINT32_MAX)
-    throw Error("submit " + std::string(name) + ": timeout out of range");
+  proto::TaskSpec spec;
+  spec.timeout_ms = option_value(options.timeout.count(), name, "timeout");
+  spec.retries = option_value(options.retries, name, "retries");
+  spec.crash_retries = option_value(options.crash_retries, name, "crash_retries");
+  spec.retry_backoff_ms = option_value(options.retry_backoff.count(), name, "retry_backoff");
+  spec.name = std::string(name);
+  spec.args = std::move(args);
 
+  // One deadline for both waits (a slot under max_pending, then room in the outbox).
+  // (Capped at a century, which is forever, so that now + timeout cannot overflow.)
+  const auto deadline =
+      Clock::now() + std::min<Clock::duration>(options_.submit_timeout, std::chrono::hours(24 * 365 * 100));
+  reserve_pending(name, deadline);
   const std::uint64_t id = next_task_id_++;
-  auto state = std::make_shared<FutureState>(id, std::string(name), weak_from_this());
-  proto::TaskSpec spec{id, std::string(name), std::move(args),
-                       static_cast<std::uint32_t>(options.timeout.count())};
-  // Counted before the task becomes visible to the I/O thread, which may finish it at once.
-  {
-    std::lock_guard lk(done_mu_);
-    ++unfinished_;
-  }
-  auto uncount = [this] {
-    std::lock_guard lk(done_mu_);
-    --unfinished_;
-  };
+  spec.id = id;
+  auto state = std::make_shared<FutureState>(id, spec.name, weak_from_this());
+  // The caller's handle exists before the I/O thread can see the task: a task that finishes at
+  // once must find it alive, or poll() would never return it.
+  Future future = FutureAccess::make(state);
 
   bool was_empty = false;
   {
@@ -144,19 +188,21 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
       bool ok = false;
       if (!on_io_thread()) {
         ++space_waiters_;
-        ok = space_cv_.wait_for(lk, options_.submit_timeout,
-                                [&] { return phase_ != Phase::ready || !full(); });
+        ok = space_cv_.wait_until(lk, deadline, [&] { return phase_ != Phase::ready || !full(); });
         --space_waiters_;
       }
       if (!ok) {
-        uncount();
+        lk.unlock();
+        unreserve_pending();
         throw QueueFull("submit " + std::string(name) + ": " + std::to_string(options_.max_outbox) +
                         " tasks waiting to be sent for " + format_seconds(options_.submit_timeout) +
                         " (zexecd at " + endpoint_ + " is not taking them)");
       }
     }
     if (phase_ != Phase::ready) {
-      uncount();
+      lk.unlock();
+      unreserve_pending();
+      std::lock_guard relock(mu_);
       throw_unusable();
     }
     was_empty = outbox_.empty();
@@ -166,88 +212,19 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
   // Waking only on empty -> non-empty keeps a burst of submits at one eventfd write; the I/O
   // thread drains the whole outbox into one `submit` message.
   if (was_empty) wake();
-  return FutureAccess::make(std::move(state));
+  return future;
 }
 
-bool ClientCore::cancel(const StatePtr& s) {
-  bool local = false;
-  {
-    std::lock_guard lk(mu_);
-    if (s->queued) {  // never sent: nobody else knows about it
-      s->queued = false;
-      local = true;
-    }
-  }
-  if (local) {
-    s->set_cancelled();
-    return true;
-  }
-  switch (s->status()) {
-    case Status::cancelled:
-      return true;
-    case Status::running:
-    case Status::finished:
-      return false;
-    case Status::pending:
-      break;
-  }
-  if (on_io_thread())
-    throw Error(s->task_name() +
-                ": cancel() of a sent task cannot run on the client's I/O thread (a done "
-                "callback): the daemon's answer would never be read");
-  auto req = std::make_shared<CancelRequest>();
-  req->states.push_back(s);
-  await_cancel(req);
-  // On a `cancelled` outcome the I/O thread completed the state before answering.
-  return s->status() == Status::cancelled;
-}
-
-std::size_t ClientCore::cancel_all() {
-  std::vector<StatePtr> local;
-  {
-    std::lock_guard lk(mu_);
-    for (auto& e : outbox_)
-      if (e.state->queued) {
-        e.state->queued = false;
-        local.push_back(std::move(e.state));
-      }
-    outbox_.clear();
-    if (space_waiters_) space_cv_.notify_all();
-  }
-  for (auto& s : local) s->set_cancelled();
-  {
-    std::lock_guard lk(mu_);
-    if (phase_ != Phase::ready) return local.size();
-  }
-  if (on_io_thread()) throw Error("cancel_all() cannot run on the client's I/O thread (a done callback)");
-  auto req = std::make_shared<CancelRequest>();
-  req->all_pending = true;
-  return local.size() + await_cancel(req);
-}
-
-std::size_t ClientCore::await_cancel(const std::shared_ptr<CancelRequest>& req) {
-  req->request_id = next_request_id_++;
-  req->deadline = Clock::now() + options_.cancel_timeout;
-  std::unique_lock lk(mu_);
-  if (phase_ != Phase::ready) throw_unusable();
-  cancels_.push_back(req);
-  wake();
-  bool answered =
-      reply_cv_.wait_until(lk, req->deadline, [&] { return req->answered || !req->failure.empty(); });
-  if (!answered)
-    throw ConnectionError("no cancel_reply from zexecd at " + endpoint_ + " within " +
-                          format_seconds(options_.cancel_timeout));
-  if (!req->failure.empty()) throw ConnectionError(req->failure);
-  return req->cancelled;
-}
-
-void ClientCore::on_done(const StatePtr& s) noexcept {
+void ClientCore::on_done(const StatePtr&, const std::weak_ptr<FutureState>& user) noexcept {
   {
     std::lock_guard lk(done_mu_);
     if (unfinished_ > 0) --unfinished_;
-    poll_queue_.push_back(s);
-    // Only futures the user still holds stay queued: prune dead entries whenever the queue has
-    // doubled since the last prune (amortised O(1) per completion).
+    // Only futures the caller holds are queued, and only as the caller's handle (never the state
+    // itself): the I/O thread completing it holds the state, not the handle, so poll()'s lock()
+    // fails exactly when the caller has dropped every Future of it.
+    if (!user.expired()) poll_queue_.push_back(user);
+    // Dropped after completing: prune dead entries whenever the queue has doubled since the last
+    // prune (amortised O(1) per completion).
     if (poll_queue_.size() >= prune_at_) {
       std::erase_if(poll_queue_, [](const std::weak_ptr<FutureState>& w) { return w.expired(); });
       prune_at_ = std::max<std::size_t>(1024, 2 * poll_queue_.size());
@@ -263,7 +240,8 @@ std::optional<Future> ClientCore::poll(const Timeout& timeout) {
     while (!poll_queue_.empty()) {
       auto w = std::move(poll_queue_.front());
       poll_queue_.pop_front();
-      if (auto s = w.lock()) return FutureAccess::make(std::move(s));
+      // The caller's handle: alive only while the caller holds a Future of this task.
+      if (auto s = w.lock()) return FutureAccess::wrap(std::move(s));
     }
     if (on_io_thread()) return std::nullopt;  // nothing can complete while we block this thread
     if (!deadline) {

@@ -1,5 +1,6 @@
-// The engine behind zexec::Client (internal): the user-facing side (submit, cancel, poll) in
-// client_core.cpp, the I/O thread that owns the sockets in io_loop.cpp.
+// The engine behind zexec::Client (internal): the user-facing side (submit, poll) in
+// client_core.cpp, the I/O thread that owns the sockets in io_loop.cpp, cancellation (both
+// sides) in cancel.cpp.
 //
 // Sharing rule: user threads never touch a ZeroMQ socket. They hand work to the I/O thread
 // through mu_-guarded queues (outbox_, cancels_) and wake it through an eventfd, which zmq::poll
@@ -36,7 +37,7 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
 
   Future submit(std::string_view name, std::string args, const TaskOptions& options);
   std::optional<Future> poll(const Timeout& timeout);
-  std::size_t cancel_all();
+  std::size_t cancel_all(bool force);
   bool wait_all(const Timeout& timeout);
   std::size_t unfinished() const;
   std::string last_error() const;
@@ -47,8 +48,8 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   const std::string& endpoint() const noexcept { return endpoint_; }
 
   // StateOwner
-  bool cancel(const StatePtr& s) override;
-  void on_done(const StatePtr& s) noexcept override;
+  bool cancel(const StatePtr& s, bool force) override;
+  void on_done(const StatePtr& s, const std::weak_ptr<FutureState>& user) noexcept override;
   bool on_io_thread() const noexcept override { return std::this_thread::get_id() == io_id_.load(); }
 
  private:
@@ -62,8 +63,9 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   // One cancel round trip. The user thread waits on reply_cv_ for `answered` (guarded by mu_).
   struct CancelRequest {
     std::uint64_t request_id = 0;
-    std::vector<StatePtr> states;  // empty + all_pending: every task not started
-    bool all_pending = false;
+    std::vector<StatePtr> states;  // empty + all: every task not started (with force: every task)
+    bool all = false;
+    bool force = false;  // also stop running tasks (Cancel::force)
     Clock::time_point deadline;
     // results, guarded by mu_
     bool answered = false;
@@ -72,6 +74,8 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   };
 
   std::size_t await_cancel(const std::shared_ptr<CancelRequest>& req);
+  void reserve_pending(std::string_view name, Clock::time_point deadline);
+  void unreserve_pending() noexcept;
   void wake() noexcept;
   void set_last_error(std::string text);
   [[noreturn]] void throw_unusable() const;  // requires mu_ held
@@ -115,10 +119,11 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
 
   // ---- poll queue and unfinished count, guarded by done_mu_ (a leaf lock) -------------------
   mutable std::mutex done_mu_;
-  std::condition_variable done_cv_;
+  std::condition_variable done_cv_;  // a task finished (poll, wait_all, submit backpressure)
   std::deque<std::weak_ptr<FutureState>> poll_queue_;
   std::size_t prune_at_ = 1024;
-  std::size_t unfinished_ = 0;
+  std::size_t unfinished_ = 0;     // submitted (outbox included) and not yet done
+  std::uint32_t max_pending_ = 0;  // the daemon's limit on unfinished_ (welcome); 0 = none
 
   std::atomic<std::uint64_t> next_task_id_{1};
   std::atomic<std::uint64_t> next_request_id_{1};

@@ -31,6 +31,7 @@ std::string describe_status(int st) {
 }  // namespace
 
 std::string find_daemon(const std::string& explicit_path) {
+  // An explicit choice that is wrong is an error, not a reason to run some other zexecd.
   if (!explicit_path.empty()) {
     if (!executable(explicit_path))
       throw Error("zexecd not found: '" + explicit_path + "' is not an executable file");
@@ -41,8 +42,16 @@ std::string find_daemon(const std::string& explicit_path) {
       throw Error(std::string("zexecd not found: $ZEXEC_DAEMON='") + env + "' is not executable");
     return env;
   }
-  if (executable(ZEXEC_INSTALLED_DAEMON)) return ZEXEC_INSTALLED_DAEMON;
-  if (executable(ZEXEC_BUILD_DAEMON)) return ZEXEC_BUILD_DAEMON;
+  std::vector<std::string> candidates;
+  // Beside the program: survives `cmake --install --prefix` elsewhere and moving the tree, which
+  // the configured bindir (baked in at build time) does not.
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec && self.has_parent_path()) candidates.push_back((self.parent_path() / "zexecd").string());
+  candidates.push_back(ZEXEC_INSTALLED_DAEMON);
+  candidates.push_back(ZEXEC_BUILD_DAEMON);
+  for (const auto& c : candidates)
+    if (executable(c)) return c;
   if (const char* path = std::getenv("PATH")) {
     std::string dirs = path;
     std::size_t start = 0;
@@ -55,8 +64,10 @@ std::string find_daemon(const std::string& explicit_path) {
       start = end + 1;
     }
   }
-  throw Error(std::string("zexecd not found: set $ZEXEC_DAEMON or ExecutorOptions::daemon_path (looked at ") +
-              ZEXEC_INSTALLED_DAEMON + ", " + ZEXEC_BUILD_DAEMON + " and $PATH)");
+  std::string looked;
+  for (const auto& c : candidates) looked += c + ", ";
+  throw Error("zexecd not found: set $ZEXEC_DAEMON or ExecutorOptions::daemon_path (looked at " + looked +
+              "and $PATH)");
 }
 
 DaemonProcess::DaemonProcess(std::vector<std::string> argv) : program_(argv.at(0)) {

@@ -10,8 +10,9 @@
 
 namespace zexec::detail {
 
-// The zexecd to run: `explicit_path`, $ZEXEC_DAEMON, the installed one, the build tree's, then
-// $PATH. Throws zexec::Error naming every place it looked.
+// The zexecd to run: `explicit_path`, $ZEXEC_DAEMON, beside the running program, the configured
+// bindir, the build tree, then $PATH (the order documented in zexec/executor.hpp). Throws
+// zexec::Error naming every place it looked.
 std::string find_daemon(const std::string& explicit_path);
 
 class DaemonProcess {

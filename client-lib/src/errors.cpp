@@ -2,13 +2,13 @@
 
 #include <cxxabi.h>
 
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <sstream>
 
 #include "task_errors.hpp"
+#include "zexec/msgpack_kind.hpp"
 #include "zexec/pack.hpp"
 #include "zexec/timeout.hpp"
 
@@ -31,22 +31,21 @@ std::exception_ptr make_task_error(const std::string& task_name, const std::stri
   // Error type names are the wire contract of docs/PROTOCOL.md §7.
   if (type == "WorkerCrashed") return std::make_exception_ptr(WorkerCrashedError(task_name, type, message));
   if (type == "TaskTimeout") return std::make_exception_ptr(TaskTimeoutError(task_name, type, message));
+  if (type == "Quarantined") return std::make_exception_ptr(QuarantinedError(task_name, type, message));
+  if (type == "QueueFull") return std::make_exception_ptr(QueueFullError(task_name, type, message));
   return std::make_exception_ptr(TaskError(task_name, type, message));
 }
 
 std::string format_seconds(std::chrono::nanoseconds d) {
-  double s = std::chrono::duration<double>(d).count();
+  // Millisecond precision, trailing zeros and a bare point trimmed: "5 s", "0.5 s", "0.25 s".
+  // (Trimming zeros alone turned 5.0004 into "5. s".)
   char buf[64];
-  if (s == std::floor(s)) {
-    std::snprintf(buf, sizeof buf, "%.0f s", s);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.3f", s);
-    // Trim trailing zeros: 0.250 -> 0.25.
-    std::string t = buf;
-    while (t.back() == '0') t.pop_back();
-    return t + " s";
-  }
-  return buf;
+  std::snprintf(buf, sizeof buf, "%.3f", std::chrono::duration<double>(d).count());
+  std::string t = buf;
+  while (t.back() == '0') t.pop_back();
+  if (t.back() == '.') t.pop_back();
+  if (t == "-0") t = "0";
+  return t + " s";
 }
 
 namespace {
@@ -58,33 +57,6 @@ std::string demangle(const std::type_info& t) {
   return status == 0 && p ? std::string(p.get()) : std::string(t.name());
 }
 
-const char* msgpack_kind(msgpack::type::object_type t) {
-  using namespace msgpack::type;
-  switch (t) {
-    case NIL:
-      return "nil";
-    case BOOLEAN:
-      return "bool";
-    case POSITIVE_INTEGER:
-    case NEGATIVE_INTEGER:
-      return "int";
-    case FLOAT32:
-    case FLOAT64:
-      return "float";
-    case STR:
-      return "str";
-    case BIN:
-      return "bin";
-    case ARRAY:
-      return "array";
-    case MAP:
-      return "map";
-    case EXT:
-      return "ext";
-  }
-  return "?";
-}
-
 }  // namespace
 
 void throw_result_type_error(const std::string& task, const msgpack::object& value,
@@ -93,7 +65,7 @@ void throw_result_type_error(const std::string& task, const msgpack::object& val
   shown << value;
   std::string text = shown.str();
   if (text.size() > 200) text = text.substr(0, 200) + "...";
-  throw ResultTypeError(task + ": result " + text + " (msgpack " + msgpack_kind(value.type) +
+  throw ResultTypeError(task + ": result " + text + " (msgpack " + zexec::proto::kind_name(value.type) +
                         ") cannot be converted to " + demangle(wanted));
 }
 

@@ -72,7 +72,7 @@ void Executor::shutdown(bool wait, bool cancel_futures) {
   // Not under mu_: another thread's shutdown(wait) may be waiting for tasks at the same time.
   if (cancel_futures) {
     try {
-      client->cancel_all();
+      client->cancel_all(/*force=*/false);  // not-started ones only: running tasks finish
     } catch (const Error& e) {
       std::fprintf(stderr, "zexec: Executor::shutdown: cancel failed: %s\n", e.what());
     }

@@ -27,18 +27,20 @@ bool Future::cancelled() const {
   return state().status() == Status::cancelled;
 }
 
-bool Future::cancel() {
+bool Future::cancel(bool force) {
   switch (state().status()) {
     case Status::cancelled:
       return true;
-    case Status::running:
     case Status::finished:
       return false;
+    case Status::running:
+      if (!force) return false;
+      break;
     case Status::pending:
       break;
   }
-  if (auto owner = state_->owner()) return owner->cancel(state_);
-  // No client behind it (test seam, or the client is gone): nobody else can start it.
+  if (auto owner = state_->owner()) return owner->cancel(state_, force);
+  // No client behind it (test seam, or the client is gone): nobody else will run or settle it.
   state_->set_cancelled();
   return state_->status() == Status::cancelled;
 }

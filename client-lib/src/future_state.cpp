@@ -16,6 +16,19 @@ bool FutureState::done() const {
   return status_ == Status::finished || status_ == Status::cancelled;
 }
 
+StatePtr FutureState::user_ref() {
+  // The handle owns the state; Futures point at the state through it (aliasing constructor).
+  struct UserHandle {
+    StatePtr state;
+  };
+  std::lock_guard lk(mu_);
+  if (StatePtr h = user_.lock()) return h;
+  auto handle = std::make_shared<UserHandle>(UserHandle{shared_from_this()});
+  StatePtr ref(handle, handle->state.get());
+  user_ = ref;
+  return ref;
+}
+
 bool FutureState::set_running() {
   std::lock_guard lk(mu_);
   if (status_ != Status::pending) return false;
@@ -38,7 +51,7 @@ bool FutureState::complete(Set&& set) {
     // The client's bookkeeping (poll queue, unfinished count) is updated before anyone can see
     // the state done, so e.g. `f.result(); client.unfinished()` never reads a stale count.
     // on_done only takes the client's leaf lock, so holding mu_ here cannot deadlock.
-    if (auto o = owner_.lock()) o->on_done(self);
+    if (auto o = owner_.lock()) o->on_done(self, user_);
   }
   cv_.notify_all();
   for (auto& w : waiters) w->push(self);
@@ -113,7 +126,7 @@ std::exception_ptr FutureState::error_ptr() const {
 
 void run_callback(const std::function<void(Future)>& cb, const StatePtr& s) noexcept {
   try {
-    cb(FutureAccess::make(s));
+    cb(FutureAccess::wrap(s));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "zexec: done callback of task %llu (%s) threw: %s\n",
                  static_cast<unsigned long long>(s->id()), s->task_name().c_str(), e.what());

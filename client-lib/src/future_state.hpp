@@ -5,6 +5,12 @@
 // registered Waiter (as_completed / wait / AsCompleted, like CPython's _Waiter), tells the owning
 // client (poll queue, unfinished count) and runs the done callbacks. Because cancel goes through
 // the same path, a cancelled future wakes everyone at once (CPython bugs #92001 / #136655).
+//
+// Two kinds of reference: the library (outbox, in-flight table, waiters, completion itself) holds
+// the state directly; every Future handed to the caller shares one "user handle" that owns the
+// state (an aliasing shared_ptr). The handle dies with the caller's last Future, whoever else
+// still holds the state, so "does the caller still hold this future?" is an exact question:
+// Client::poll() asks it (weak_ptr::lock on the handle) and never returns a dropped future.
 #pragma once
 
 #include <condition_variable>
@@ -31,10 +37,11 @@ using StatePtr = std::shared_ptr<FutureState>;
 class StateOwner {
  public:
   virtual ~StateOwner() = default;
-  // Cancels a task that was pending when checked; see Future::cancel().
-  virtual bool cancel(const StatePtr& s) = 0;
-  // Called once per state, after it completed (any outcome), from the completing thread.
-  virtual void on_done(const StatePtr& s) noexcept = 0;
+  // Cancels a task that was pending (or, with force, running) when checked; see Future::cancel().
+  virtual bool cancel(const StatePtr& s, bool force) = 0;
+  // Called once per state, under the state's lock, when it completed (any outcome), from the
+  // completing thread. `user` is the caller's handle (expired if the caller holds no Future).
+  virtual void on_done(const StatePtr& s, const std::weak_ptr<FutureState>& user) noexcept = 0;
   // True on the thread that delivers this owner's results: blocking there would deadlock.
   virtual bool on_io_thread() const noexcept = 0;
 };
@@ -65,6 +72,10 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
   std::uint64_t id() const noexcept { return id_; }
   const std::string& task_name() const noexcept { return task_name_; }
   std::shared_ptr<StateOwner> owner() const { return owner_.lock(); }
+
+  // The caller's handle: an aliasing pointer whose control block is the user handle (see the
+  // top of this file), created if none is alive.
+  StatePtr user_ref();
 
   Status status() const;
   bool done() const;
@@ -114,11 +125,18 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
   std::string value_, error_type_, error_message_;
   std::vector<std::shared_ptr<Waiter>> waiters_;
   std::vector<std::function<void(Future)>> callbacks_;
+  std::weak_ptr<FutureState> user_;  // the caller's handle (see user_ref())
 };
 
 // The bridge between the public Future and its private state.
 struct FutureAccess {
-  static Future make(StatePtr s) { return Future(std::move(s)); }
+  // A Future for the caller (submit, poll, as_completed, wait): shares the user handle.
+  static Future make(const StatePtr& s) { return Future(s->user_ref()); }
+  // Wraps the pointer as it is. Given the state itself (not a handle), the Future does not count
+  // as the caller holding the task: that is what a done callback gets, so the I/O thread running
+  // it never keeps a future the caller dropped alive for poll().
+  static Future wrap(StatePtr s) { return Future(std::move(s)); }
+  // The Future's pointer (the user handle's aliasing pointer for caller-held Futures).
   static const StatePtr& state(const Future& f) { return f.state_; }
 };
 

@@ -128,27 +128,6 @@ void ClientCore::take_work(bool& stop) {
   for (auto& req : cancels) send_cancel(req);
 }
 
-void ClientCore::send_cancel(const std::shared_ptr<CancelRequest>& req) {
-  proto::Cancel msg{req->request_id, {}};
-  if (req->all_pending) {
-    for (const auto& [id, s] : inflight_)
-      if (s->status() == Status::pending) msg.task_ids.push_back(id);
-  } else {
-    for (const auto& s : req->states)
-      if (inflight_.count(s->id())) msg.task_ids.push_back(s->id());
-  }
-  if (msg.task_ids.empty()) {  // all already finished: nothing to ask
-    {
-      std::lock_guard lk(mu_);
-      req->answered = true;
-    }
-    reply_cv_.notify_all();
-    return;
-  }
-  awaiting_reply_.emplace(req->request_id, req);
-  sendq_.push_back(proto::encode(msg));
-}
-
 bool ClientCore::send_frame(const std::string& frame) {
   try {
     if (!dealer_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) return false;
@@ -265,6 +244,10 @@ void ClientCore::open_results_socket(const proto::Welcome& w) {
   heartbeat_ = std::chrono::milliseconds(w.heartbeat_ms);
   io_phase_ = Phase::ready;
   {
+    std::lock_guard lk(done_mu_);
+    max_pending_ = w.max_pending;
+  }
+  {
     std::lock_guard lk(mu_);
     welcome_ = w;
     results_endpoint_ = ep;
@@ -337,30 +320,6 @@ void ClientCore::apply_event(proto::Event& e) {
     default:
       s->set_cancelled();
   }
-}
-
-void ClientCore::on_cancel_reply(const proto::CancelReply& r) {
-  // Applied even when the asker gave up waiting: a task the daemon cancelled gets no other
-  // event, so its future must be completed here or it would stay pending forever.
-  std::size_t n = 0;
-  for (const auto& [id, outcome] : r.outcomes) {
-    if (outcome != proto::CancelOutcome::cancelled) continue;
-    auto it = inflight_.find(id);
-    if (it == inflight_.end()) continue;
-    StatePtr s = std::move(it->second);
-    inflight_.erase(it);
-    s->set_cancelled();
-    ++n;
-  }
-  auto it = awaiting_reply_.find(r.request_id);
-  if (it == awaiting_reply_.end()) return;
-  {
-    std::lock_guard lk(mu_);
-    it->second->answered = true;
-    it->second->cancelled = n;
-  }
-  awaiting_reply_.erase(it);
-  reply_cv_.notify_all();
 }
 
 // ---- failure ---------------------------------------------------------------------------------

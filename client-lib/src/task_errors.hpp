@@ -6,7 +6,8 @@
 
 namespace zexec::detail {
 
-// The TaskError subclass matching a remote error type (WorkerCrashed, TaskTimeout, else TaskError).
+// The TaskError subclass matching a remote error type (WorkerCrashed, TaskTimeout, Quarantined,
+// QueueFull, else TaskError).
 std::exception_ptr make_task_error(const std::string& task_name, const std::string& type,
                                    const std::string& message);
 

@@ -8,6 +8,8 @@
 #include <functional>
 #include <stdexcept>
 
+#include "zexec/protocol.hpp"
+
 namespace zexecd {
 namespace {
 
@@ -121,13 +123,6 @@ void print_help() {
 
 }  // namespace
 
-std::string default_endpoint() {
-  if (geteuid() == 0) return "ipc:///run/zexec/zexecd.sock";
-  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-  std::string dir = xdg && *xdg ? xdg : "/tmp";
-  return "ipc://" + dir + "/zexec/zexecd.sock";
-}
-
 bool parse_options(int argc, char** argv, Options& out) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -160,7 +155,7 @@ bool parse_options(int argc, char** argv, Options& out) {
     }
     found->set(out, value);
   }
-  if (out.endpoint.empty()) out.endpoint = default_endpoint();
+  if (out.endpoint.empty()) out.endpoint = zexec::proto::default_endpoint();
   return true;
 }
 

@@ -32,6 +32,4 @@ struct Options {
 // Returns false when the program should exit 0 at once (--help / --version printed).
 bool parse_options(int argc, char** argv, Options& out);
 
-std::string default_endpoint();
-
 }  // namespace zexecd

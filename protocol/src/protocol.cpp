@@ -1,6 +1,11 @@
 #include "zexec/protocol.hpp"
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <msgpack.hpp>
+
+#include "zexec/msgpack_kind.hpp"
 
 namespace zexec::proto {
 namespace {
@@ -182,33 +187,6 @@ struct Refused {
 }
 
 using Obj = msgpack::object;
-
-const char* kind_name(msgpack::type::object_type t) {
-  using namespace msgpack::type;
-  switch (t) {
-    case NIL:
-      return "nil";
-    case BOOLEAN:
-      return "bool";
-    case POSITIVE_INTEGER:
-    case NEGATIVE_INTEGER:
-      return "int";
-    case FLOAT32:
-    case FLOAT64:
-      return "float";
-    case STR:
-      return "str";
-    case BIN:
-      return "bin";
-    case ARRAY:
-      return "array";
-    case MAP:
-      return "map";
-    case EXT:
-      return "ext";
-  }
-  return "?";
-}
 
 std::uint64_t get_uint(const Obj& o, const char* what, std::uint64_t max = UINT64_MAX) {
   if (o.type != msgpack::type::POSITIVE_INTEGER)
@@ -399,6 +377,13 @@ bool known_type(std::uint64_t t) {
 }
 
 }  // namespace
+
+std::string default_endpoint() {
+  if (geteuid() == 0) return "ipc:///run/zexec/zexecd.sock";
+  const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+  std::string dir = xdg && *xdg ? xdg : "/tmp";
+  return "ipc://" + dir + "/zexec/zexecd.sock";
+}
 
 Type type_of(const Message& m) {
   static constexpr Type kTypes[] = {

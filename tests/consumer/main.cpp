@@ -1,9 +1,8 @@
 // Built against the installed zexec only: an embedded executor, a few tasks, results checked.
-#include <zexec/zexec.hpp>
-
 #include <chrono>
 #include <iostream>
 #include <vector>
+#include <zexec/zexec.hpp>
 
 int main() {
   zexec::Executor executor{2};

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "zexec/msgpack_kind.hpp"
 #include "zexec/worker.hpp"
 
 namespace zexec::detail {
@@ -11,33 +12,6 @@ namespace {
 
 // Deep nesting would make msgpack recurse when converting or packing; real arguments are flat.
 constexpr std::size_t kMaxArgsDepth = 256;
-
-const char* kind_name(msgpack::type::object_type t) {
-  using namespace msgpack::type;
-  switch (t) {
-    case NIL:
-      return "nil";
-    case BOOLEAN:
-      return "bool";
-    case POSITIVE_INTEGER:
-    case NEGATIVE_INTEGER:
-      return "int";
-    case FLOAT32:
-    case FLOAT64:
-      return "float";
-    case STR:
-      return "str";
-    case BIN:
-      return "bin";
-    case ARRAY:
-      return "array";
-    case MAP:
-      return "map";
-    case EXT:
-      return "ext";
-  }
-  return "?";
-}
 
 bool is_int(const msgpack::object& o) {
   return o.type == msgpack::type::POSITIVE_INTEGER || o.type == msgpack::type::NEGATIVE_INTEGER;
@@ -77,7 +51,7 @@ msgpack::object_handle unpack_args(std::string_view task, std::string_view bytes
   }
   if (handle.get().type != msgpack::type::ARRAY)
     throw BadArguments(std::string(task) + ": arguments must be a msgpack array, got " +
-                       kind_name(handle.get().type));
+                       zexec::proto::kind_name(handle.get().type));
   return handle;
 }
 
@@ -93,7 +67,7 @@ void throw_bad_argument(std::string_view task, std::size_t index, const std::str
   // "expected uint8, got int" would be a riddle.
   if (is_int(got) && (expected.starts_with("int") || expected.starts_with("uint")))
     throw BadArguments(where + int_value(got) + " is out of range for " + expected);
-  throw BadArguments(where + "expected " + expected + ", got " + kind_name(got.type));
+  throw BadArguments(where + "expected " + expected + ", got " + zexec::proto::kind_name(got.type));
 }
 
 std::string packed_nil() {

@@ -53,6 +53,8 @@ class CompletionIterator {
   friend bool operator==(const CompletionIterator& a, const CompletionIterator& b) {
     return a.src_ == b.src_;
   }
+  // C++20 derives != from ==; spelled out for code that calls operator!= by name.
+  friend bool operator!=(const CompletionIterator& a, const CompletionIterator& b) { return !(a == b); }
 
  private:
   friend class AsCompletedRange;
@@ -107,10 +109,17 @@ WaitResult wait(const std::vector<Future>& futures, Timeout timeout = std::nullo
                 ReturnWhen return_when = ReturnWhen::AllCompleted);
 
 // A growable as_completed (like dask.distributed.as_completed): futures can be added while
-// iterating, from any thread, e.g. from the loop body or a done callback. Iteration yields each
-// added future once when it completes and ends when every added future has been yielded.
-// Adding a future that is already tracked (added, not yet yielded) does nothing; adding one that
-// was already yielded yields it again. Thread-safe.
+// iterating. Iteration yields each added future once when it completes and ends as soon as
+// every added future has been yielded. Adding a future that is already tracked (added, not yet
+// yielded) does nothing; adding one that was already yielded yields it again. add()/update()/
+// next() are thread-safe.
+//
+// Add follow-up futures from the loop body (before the loop asks for the next one), as below:
+// then they are tracked before the iteration can run out. Do NOT add from a done callback or
+// another thread to keep an iteration going: the iteration may already have ended (it does not
+// know more is coming), and a callback that outlives a stack-allocated AsCompleted would touch a
+// destroyed object. Something that completes elsewhere can hand its follow-up to the loop
+// instead, e.g. as the result of the future the loop yields.
 //
 //   zexec::AsCompleted ac{futures};
 //   for (zexec::Future& f : ac) if (more_work(f)) ac.add(client.submit("step", ...));

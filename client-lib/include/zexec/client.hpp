@@ -46,8 +46,12 @@ struct ClientOptions {
   // Most tasks waiting in the outbox (packed, not yet handed to ZeroMQ). A full outbox makes
   // submit() block up to submit_timeout, then throw QueueFull.
   std::size_t max_outbox = 65536;
+  // The longest one submit() blocks for room: in the outbox, and under the daemon's limit of
+  // unfinished tasks per client (see Client::submit()). Then it throws QueueFull.
   std::chrono::milliseconds submit_timeout{10000};
-  // cancel() waits this long for the daemon's cancel_reply, then throws ConnectionError.
+  // cancel() waits this long for the daemon's cancel_reply, then throws ConnectionError. A forced
+  // cancel of a running task is answered once its worker is gone: keep this above the daemon's
+  // --cancel-grace-ms (default 2 s).
   std::chrono::milliseconds cancel_timeout{5000};
   // On close: how long `bye` and other unsent frames may take to leave (ZMQ_LINGER).
   std::chrono::milliseconds linger{1000};
@@ -57,10 +61,23 @@ struct ClientOptions {
   std::function<std::optional<std::string>()> abort_connect;
 };
 
+// Per-task options, sent in the task's options map (docs/PROTOCOL.md §3); 0 = the default.
+// submit() throws zexec::Error for a negative value or one over 2^32 - 1 (ms).
 struct TaskOptions {
-  // Wall-time limit for running the task (sent as options.timeout_ms); when it passes, the
-  // future fails with TaskTimeoutError. 0 = no limit.
+  // Wall-time limit for running the task (timeout_ms); when it passes, the future fails with
+  // TaskTimeoutError. 0 = no limit.
   std::chrono::milliseconds timeout{0};
+  // Run the task again after it raised, up to this many times (retries). Not after UnknownTask,
+  // BadArguments or ResultTooLarge (the same call would fail the same way), nor after a
+  // TaskTimeout. The error of the last attempt is the outcome; after a retry its message ends
+  // with " (attempt N)".
+  int retries = 0;
+  // Run the task again after its worker died under it (WorkerCrashed), up to this many times
+  // (crash_retries). The daemon still fails a task that crashed its worker --quarantine-after
+  // times (default 3) with QuarantinedError, whatever this says.
+  int crash_retries = 0;
+  // Wait before a retry: this before the first, doubled for each further one (retry_backoff_ms).
+  std::chrono::milliseconds retry_backoff{0};
 };
 
 class Client {
@@ -75,9 +92,15 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Submits task `name` with positional arguments (packed as one msgpack array). Never waits for
-  // the daemon; throws QueueFull (outbox full for submit_timeout), ConnectionError (connection
-  // lost/closed) or zexec::Error (empty name, arguments too large).
+  // Submits task `name` with positional arguments (packed as one msgpack array).
+  // Backpressure: the daemon accepts at most Welcome::max_pending unfinished tasks per client
+  // (zexecd --max-pending-per-client). While this client has that many (submitted, including
+  // those still in the outbox, and not yet done), submit() blocks until one finishes, up to
+  // ClientOptions::submit_timeout, then throws QueueFull; so a fast producer is slowed down
+  // rather than refused. It also blocks while the outbox is full (max_outbox). On the I/O
+  // thread (a done callback) it cannot wait and throws QueueFull at once instead.
+  // Otherwise it never waits for the daemon. Throws QueueFull, ConnectionError (connection
+  // lost/closed) or zexec::Error (empty name, arguments too large, bad TaskOptions).
   template <class... Args>
   Future submit(std::string_view name, const Args&... args) {
     return submit_raw(name, detail::pack_args(args...));
@@ -91,14 +114,17 @@ class Client {
   Future submit_raw(std::string_view name, std::string args, const TaskOptions& options = {});
 
   // The next future of this client to finish, in completion order, or nullopt when none does
-  // within `timeout`. Each completed future is returned once. Only futures the caller still
-  // holds a Future for are queued: a future dropped before it completes is never returned, so
-  // the queue never outgrows what the caller keeps.
+  // within `timeout`. Each completed future is returned once, and only while the caller still
+  // holds a Future of it (the one submit() returned, a copy, or one from poll()/as_completed()/
+  // wait()): a future whose Futures were all dropped is never returned, whether it was dropped
+  // before or after it completed, so the queue never outgrows what the caller keeps. (The
+  // Future a done callback receives does not count: keep a copy of the submitted one instead.)
   std::optional<Future> poll(Timeout timeout = std::nullopt);
 
   // Cancels every task of this client that no worker has started (one round trip); returns how
-  // many were cancelled.
-  std::size_t cancel_all();
+  // many were cancelled. force = true also stops the running ones, as Future::cancel(true)
+  // does: their worker processes are killed (the tasks may have had side effects).
+  std::size_t cancel_all(bool force = false);
 
   // Waits until every task submitted through this client is done; false on timeout.
   bool wait_all(Timeout timeout = std::nullopt);
@@ -114,6 +140,8 @@ class Client {
   std::uint64_t client_id() const;       // assigned by the daemon
   std::uint32_t workers() const;         // the daemon's configured pool size
   std::uint32_t heartbeat_ms() const;
+  // The most unfinished tasks the daemon accepts from this client (see submit()); 0 = no limit.
+  std::uint32_t max_pending() const;
 
   // Sends bye and stops; idempotent. Further submits throw ConnectionError.
   void close();

@@ -27,7 +27,9 @@ class ConnectionError : public Error {
   using Error::Error;
 };
 
-// submit() found the client's outbox full for longer than ClientOptions::submit_timeout.
+// submit() could not queue the task within ClientOptions::submit_timeout: the client already had
+// the daemon's limit of unfinished tasks (Welcome::max_pending), or its outbox was full.
+// Thrown by submit(), before any future exists; compare QueueFullError below.
 class QueueFull : public Error {
  public:
   using Error::Error;
@@ -64,7 +66,24 @@ class TaskTimeoutError : public TaskError {
   using TaskError::TaskError;
 };
 
-// Throws the TaskError subclass that matches `type` (WorkerCrashed, TaskTimeout, else TaskError).
+// Error type "Quarantined": the task crashed its worker so often (the daemon's
+// --quarantine-after, default 3) that the daemon refuses to run it again, whatever its
+// crash_retries say. The message names the count and the last crash.
+class QuarantinedError : public TaskError {
+ public:
+  using TaskError::TaskError;
+};
+
+// Error type "QueueFull": the daemon refused the task because this client already had
+// max_pending unfinished tasks there. submit() waits for room so this does not happen through
+// this library; it is here for completeness (a daemon restarted with a lower limit, say).
+class QueueFullError : public TaskError {
+ public:
+  using TaskError::TaskError;
+};
+
+// Throws the TaskError subclass that matches `type` (WorkerCrashed, TaskTimeout, Quarantined,
+// QueueFull, else TaskError).
 [[noreturn]] void throw_task_error(const std::string& task_name, const std::string& type,
                                    const std::string& message);
 

@@ -5,8 +5,17 @@
 //   for (auto& g : zexec::as_completed({f})) ...
 //   // ~Executor() == shutdown(wait=true): waits for every task, then stops the daemon.
 //
-// The daemon is found as: ExecutorOptions::daemon_path, else $ZEXEC_DAEMON, else the installed
-// zexecd (CMAKE_INSTALL_FULL_BINDIR), else the one in the build tree, else `zexecd` on $PATH.
+// The daemon is the first of these that is an executable file:
+//   1. ExecutorOptions::daemon_path, if not empty (if it is not executable: Error, no search);
+//   2. $ZEXEC_DAEMON, if set and not empty (likewise: Error if not executable);
+//   3. `zexecd` in the directory of the running program (/proc/self/exe): a program installed
+//      beside zexecd uses that one, wherever the tree was installed or moved to;
+//   4. `zexecd` in the bindir libzexec was configured for (CMAKE_INSTALL_FULL_BINDIR): right
+//      only if it was installed with that prefix (`cmake --install --prefix X` elsewhere makes
+//      this miss, or find an older daemon there: use 1-3 then);
+//   5. `zexecd` in the build tree libzexec was built in;
+//   6. `zexecd` in each directory of $PATH, in order.
+// When none is, the constructor throws zexec::Error naming every place it looked.
 // It listens on ipc://<private temporary directory>/zexecd.sock and gets SIGTERM if the thread
 // that created the Executor exits (PR_SET_PDEATHSIG), so no daemon outlives its program.
 #pragma once
@@ -62,7 +71,8 @@ class Executor {
   }
   Future submit_raw(std::string_view name, std::string args, const TaskOptions& options = {});
 
-  // Stops accepting tasks. cancel_futures: cancel every task no worker has started.
+  // Stops accepting tasks. cancel_futures: cancel every task no worker has started (running
+  // ones are never stopped here; use client().cancel_all(true) before shutdown() for that).
   // wait: block until every task submitted through this executor is done, then stop the daemon
   // (SIGTERM; SIGKILL after stop_timeout) and release everything. With wait = false this returns
   // at once; running tasks go on and the daemon is stopped by the destructor, which waits for

@@ -4,8 +4,9 @@
 // can be stored in containers, passed to as_completed()/wait(), and captured in callbacks.
 //
 // States: pending -> running (a worker started it) -> finished (value or error), or
-// pending -> cancelled. done() is true for finished and cancelled. A cancelled future counts as
-// completed everywhere: it wakes result(), wait(), as_completed() and runs done callbacks.
+// pending -> cancelled (running -> cancelled only through cancel(force = true)). done() is true
+// for finished and cancelled. A cancelled future counts as completed everywhere: it wakes
+// result(), wait(), as_completed() and runs done callbacks.
 #pragma once
 
 #include <cstdint>
@@ -44,7 +45,14 @@ class Future {
   // it already was), false if it is running or finished. A task still in the client's outbox is
   // cancelled locally; otherwise this asks the daemon (cancel -> cancel_reply) and throws
   // ConnectionError if no answer comes within ClientOptions::cancel_timeout.
-  bool cancel();
+  //
+  // force = true also stops a task a worker is running: the daemon kills the worker process
+  // running it (SIGTERM, SIGKILL after its --cancel-grace-ms) and starts a new one, so the task
+  // may have had side effects up to that point; anything else that worker held prefetched is
+  // given to other workers, not lost. The answer waits until that worker is gone, so the
+  // cancel_timeout must allow for the grace. Returns true when the task was cancelled, false if
+  // it finished first (its outcome arrives as usual).
+  bool cancel(bool force = false);
 
   // Waits for the outcome and converts the returned value to T (msgpack convert).
   //   - TimeoutError if not done when `timeout` passes (the future is left untouched);

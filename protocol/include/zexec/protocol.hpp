@@ -144,6 +144,10 @@ using Message =
     std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Status, StatusReply,
                  Update, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
 
+// Where zexecd listens unless told otherwise, and where clients look first:
+// ipc:///run/zexec/zexecd.sock as root, else ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock (/tmp without it).
+std::string default_endpoint();
+
 Type type_of(const Message& m);
 const char* type_name(Type t);
 

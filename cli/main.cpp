@@ -1,0 +1,173 @@
+// zexec: the command line for zexecd.
+//   zexec [--endpoint E] status [--json]     what the daemon is doing
+//   zexec [--endpoint E] submit TASK ARGS...  run one task, print its result; exit status from the outcome
+//   zexec [--endpoint E] map TASK < lines     one task per input line, results as they complete
+// Exit status: 0 ok, 1 a task failed (or was cancelled), 2 usage, 3 zexecd not reachable.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+#include <zexec/zexec.hpp>
+#include <zmq.hpp>
+
+#include "values.hpp"
+#include "zexec/protocol.hpp"
+
+namespace {
+
+constexpr int kTaskFailed = 1, kUsage = 2, kUnreachable = 3;
+
+void usage() {
+  std::fprintf(
+      stderr,
+      "usage: zexec [--endpoint ENDPOINT] COMMAND ...\n"
+      "  status [--json]        workers, queues and totals of the daemon\n"
+      "  submit TASK [ARG...]   run TASK once and print its result (arguments are JSON, or plain strings)\n"
+      "  map TASK               run TASK once per line of standard input (the line is its argument),\n"
+      "                         printing results as they complete\n"
+      "ENDPOINT defaults to %s (or $ZEXEC_ENDPOINT).\n"
+      "Exit status: 0 ok, 1 a task failed, 2 usage, 3 zexecd not reachable.\n",
+      zexec::proto::default_endpoint().c_str());
+}
+
+std::string value_json(const std::string& bytes) {
+  auto oh = msgpack::unpack(bytes.data(), bytes.size());
+  return zexec::cli::to_json(oh.get());
+}
+
+// Prints a finished future: its value as JSON on stdout, or its error on stderr.
+bool report(zexec::Future& f, const std::string& prefix = {}) {
+  try {
+    std::printf("%s%s\n", prefix.c_str(), value_json(f.raw_result()).c_str());
+    return true;
+  } catch (const zexec::Error& e) {
+    std::fprintf(stderr, "%s%s\n", prefix.c_str(), e.what());
+    return false;
+  }
+}
+
+int status(const std::string& endpoint, bool as_json) {
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint);
+  std::string frame = zexec::proto::encode(zexec::proto::Status{});
+  s.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  for (;;) {
+    if (zmq::poll(&item, 1, std::chrono::seconds(5)) == 0) {
+      std::fprintf(stderr, "zexec: no answer from zexecd at %s within 5 s\n", endpoint.c_str());
+      return kUnreachable;
+    }
+    zmq::message_t msg;
+    (void)s.recv(msg);
+    auto d = zexec::proto::decode(msg.to_string_view());
+    if (!d || !std::holds_alternative<zexec::proto::StatusReply>(*d.message)) continue;  // heartbeats
+    const std::string& body = std::get<zexec::proto::StatusReply>(*d.message).body;
+    auto oh = msgpack::unpack(body.data(), body.size());
+    if (as_json) {
+      std::printf("%s\n", zexec::cli::to_json(oh.get()).c_str());
+      return 0;
+    }
+    using Map = std::map<std::string, msgpack::object>;
+    auto st = oh.get().as<Map>();
+    std::printf("zexecd at %s, up %.1f s%s\n", st.at("endpoint").as<std::string>().c_str(),
+                st.at("uptime_ms").as<double>() / 1000, st.at("stopping").as<bool>() ? ", STOPPING" : "");
+    std::printf("tasks: %lu owned, %lu queued\n", st.at("tasks").as<unsigned long>(),
+                st.at("queued").as<unsigned long>());
+    std::printf("\n%-5s %-8s %-9s %5s %10s %10s %9s\n", "slot", "pid", "state", "held", "done", "running",
+                "rss MiB");
+    for (auto& w : st.at("workers").as<std::vector<Map>>()) {
+      long running = w.at("running_ms").as<long>();
+      std::printf("%-5d %-8d %-9s %5lu %10lu %10s %9.1f\n", w.at("slot").as<int>(), w.at("pid").as<int>(),
+                  w.at("state").as<std::string>().c_str(), w.at("held").as<unsigned long>(),
+                  w.at("tasks_done").as<unsigned long>(),
+                  running < 0 ? "-" : (std::to_string(running) + " ms").c_str(),
+                  w.at("rss_bytes").as<double>() / (1 << 20));
+    }
+    auto clients = st.at("clients").as<std::vector<Map>>();
+    std::printf("\n%zu clients\n", clients.size());
+    for (auto& c : clients)
+      std::printf("  %-4lu %-20s pid %-8ld %lu queued, %lu unfinished\n", c.at("id").as<unsigned long>(),
+                  c.at("name").as<std::string>().c_str(), c.at("pid").as<long>(),
+                  c.at("queued").as<unsigned long>(), c.at("unfinished").as<unsigned long>());
+    std::printf("\ntotals: %s\n", zexec::cli::to_json(st.at("totals")).c_str());
+    return 0;
+  }
+}
+
+int submit(const std::string& endpoint, const std::string& task, const std::vector<std::string>& words) {
+  zexec::ClientOptions options;
+  options.name = "zexec submit";
+  zexec::Client client{endpoint, options};
+  zexec::Future f = client.submit_raw(task, zexec::cli::pack_words(words));
+  f.wait_done();
+  return report(f) ? 0 : kTaskFailed;
+}
+
+int map(const std::string& endpoint, const std::string& task) {
+  zexec::ClientOptions options;
+  options.name = "zexec map";
+  zexec::Client client{endpoint, options};
+  zexec::AsCompleted pending;
+  std::size_t total = 0, failed = 0, done = 0;
+  for (std::string line; std::getline(std::cin, line); ++total)
+    pending.add(client.submit_raw(task, zexec::cli::pack_words({line})));
+  bool tty = isatty(2);
+  for (zexec::Future& f : pending) {
+    ++done;
+    if (!report(f)) ++failed;
+    if (tty) {  // a progress bar on the terminal, never in a pipe
+      int width = 40, filled = static_cast<int>(width * done / std::max<std::size_t>(total, 1));
+      std::fprintf(stderr, "\r[%s%s] %zu/%zu%s", std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), done, total, done == total ? "\n" : "");
+    }
+  }
+  return failed ? kTaskFailed : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* env = std::getenv("ZEXEC_ENDPOINT");
+  std::string endpoint = env && *env ? env : zexec::proto::default_endpoint();
+  std::vector<std::string> args(argv + 1, argv + argc);
+  while (!args.empty() && args[0].rfind("--", 0) == 0) {
+    if (args[0] == "--help" || args[0] == "-h") {
+      usage();
+      return 0;
+    }
+    if (args[0] == "--endpoint" && args.size() > 1) {
+      endpoint = args[1];
+      args.erase(args.begin(), args.begin() + 2);
+    } else if (args[0].rfind("--endpoint=", 0) == 0) {
+      endpoint = args[0].substr(11);
+      args.erase(args.begin());
+    } else {
+      std::fprintf(stderr, "zexec: unknown option %s\n", args[0].c_str());
+      usage();
+      return kUsage;
+    }
+  }
+  if (args.empty()) {
+    usage();
+    return kUsage;
+  }
+  try {
+    if (args[0] == "status") return status(endpoint, args.size() > 1 && args[1] == "--json");
+    if (args[0] == "submit" && args.size() >= 2)
+      return submit(endpoint, args[1], std::vector<std::string>(args.begin() + 2, args.end()));
+    if (args[0] == "map" && args.size() == 2) return map(endpoint, args[1]);
+  } catch (const zexec::ConnectionError& e) {
+    std::fprintf(stderr, "zexec: %s\n", e.what());
+    return kUnreachable;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "zexec: %s\n", e.what());
+    return kTaskFailed;
+  }
+  usage();
+  return kUsage;
+}
