@@ -4,13 +4,12 @@
 // daemon's memory is bounded by that limit, not by the number of tasks.
 //
 //   zexec-flood [TASKS] [MAX_PENDING]      (defaults: 1000000, 100000)
-#include <zexec/zexec.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
+#include <zexec/zexec.hpp>
 
 namespace {
 // Peak and current resident memory of a process, in KiB (VmHWM / VmRSS).
