@@ -3,11 +3,10 @@
 // task finishes. The C++ twin of the ProcessPoolExecutor + as_completed() tutorial.
 //
 //   as_completed [scale]      (scale defaults to 10, as in the tutorial: up to 10 s per task)
-#include <zexec/zexec.hpp>
-
 #include <iostream>
 #include <string>
 #include <vector>
+#include <zexec/zexec.hpp>
 
 int main(int argc, char** argv) {
   double scale = argc > 1 ? std::stod(argv[1]) : 10.0;

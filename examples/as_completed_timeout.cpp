@@ -3,12 +3,11 @@
 // still waits for the tasks, like ProcessPoolExecutor's `with` block.
 //
 //   as_completed_timeout [scale]
-#include <zexec/zexec.hpp>
-
 #include <chrono>
 #include <iostream>
 #include <string>
 #include <vector>
+#include <zexec/zexec.hpp>
 
 int main(int argc, char** argv) {
   double scale = argc > 1 ? std::stod(argv[1]) : 10.0;
