@@ -222,3 +222,13 @@ TEST_F(DaemonTest, HardTimeoutKillsTheWorkerAndFailsOnlyThatTask) {
       << c.finals[1].error_message;
   EXPECT_EQ(value_of<int>(c.finals[2]), 2);  // queued behind it, run by the replacement worker
 }
+
+TEST_F(DaemonTest, TheDaemonsDefaultTimeoutAppliesToTasksWithoutTheirOwn) {
+  Daemon d(1, {}, {"--task-timeout-ms", "200"});
+  RawClient c(ctx_, d.endpoint());
+  c.send(proto::Submit{{{1, "sleep", args(30.0), 0}, {2, "sleep", args(0.4), 5000}}});
+  ASSERT_TRUE(c.wait_finals(2, 20s));
+  EXPECT_EQ(c.finals[1].error_type, "TaskTimeout");
+  EXPECT_NE(c.finals[1].error_message.find("ran past its 200 ms timeout"), std::string::npos);
+  EXPECT_EQ(c.finals[2].kind, proto::Outcome::ok);  // its own, longer limit wins
+}

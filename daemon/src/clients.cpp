@@ -150,7 +150,7 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
     t->client_task_id = spec.id;
     t->name = std::move(spec.name);
     t->args = std::move(spec.args);
-    t->timeout_ms = spec.timeout_ms;
+    t->timeout_ms = spec.timeout_ms ? spec.timeout_ms : static_cast<std::uint32_t>(opts_.task_timeout_ms);
     t->retries = spec.retries;
     t->crash_retries = spec.crash_retries;
     t->retry_backoff_ms = spec.retry_backoff_ms;

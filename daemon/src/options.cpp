@@ -83,6 +83,8 @@ const std::vector<Setting>& table() {
              "replace a worker after it ran this many tasks (0 = never)"),
       ZX_INT(max_memory_per_worker_mb, 0, 1000000,
              "replace a worker whose resident memory passes this many MiB, between tasks (0 = never)"),
+      ZX_INT(task_timeout_ms, 0, 2000000000,
+             "hard time limit for a task that sets no timeout of its own, ms (0 = none)"),
       ZX_INT(quarantine_after, 1, 1000,
              "a task that crashed its worker this many times fails as Quarantined"),
       ZX_INT(cancel_grace_ms, 0, 3600000,

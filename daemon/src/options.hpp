@@ -20,6 +20,7 @@ struct Options {
   int steal_after_ms = 5;         // a worker's head task running this long lets idle workers take its queue
   int max_tasks_per_worker = 0;   // replace a worker after this many tasks; 0 = never
   int max_memory_per_worker_mb = 0;     // replace a worker whose RSS passes this, between tasks; 0 = never
+  int task_timeout_ms = 0;              // hard limit for tasks that set none themselves; 0 = none
   int quarantine_after = 3;             // a task that crashed its worker this many times is refused
   int cancel_grace_ms = 2000;           // forced cancel: SIGTERM, then SIGKILL after this
   int max_pending_per_client = 100000;  // unfinished tasks one client may have in the daemon
