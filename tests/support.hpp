@@ -63,7 +63,8 @@ class Process {
  public:
   // argv[0] is the program path. `env` entries ("K=V") are added to the inherited environment.
   // `stdout_path`, when given, receives the child's stdout.
-  Process(std::vector<std::string> argv, std::vector<std::string> env = {}, std::string stdout_path = {}) {
+  Process(std::vector<std::string> argv, std::vector<std::string> env = {}, std::string stdout_path = {},
+          std::string stderr_path = {}) {
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
@@ -72,6 +73,10 @@ class Process {
       if (!stdout_path.empty()) {
         int fd = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) dup2(fd, 1);
+      }
+      if (!stderr_path.empty()) {
+        int fd = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
       }
       std::vector<char*> args;
       for (auto& a : argv) args.push_back(a.data());

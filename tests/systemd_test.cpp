@@ -109,3 +109,17 @@ TEST(Systemd, UnitFilePassesSystemdAnalyzeVerify) {
   EXPECT_EQ(msgs.str().find("zexecd.service"), std::string::npos)
       << msgs.str();  // nothing said about our unit
 }
+
+TEST(Systemd, LogsForTheJournalCarryPrioritiesAndNoTimestamps) {
+  TempDir dir;
+  std::string err = dir.path() + "/stderr";
+  Process daemon({bin_path("zexecd"), "--endpoint", dir.ipc("d.sock"), "--workers", "1"},
+                 {"JOURNAL_STREAM=8:12345"}, {}, err);
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.path() + "/d.sock"); }));
+  daemon.kill(SIGTERM);
+  ASSERT_TRUE(daemon.wait_exit(15s));
+  std::ifstream in(err);
+  std::string first;
+  std::getline(in, first);
+  EXPECT_EQ(first.rfind("<6>zexecd listening on ipc://", 0), 0u) << first;  // info = 6, no time stamp
+}

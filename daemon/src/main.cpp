@@ -1,4 +1,5 @@
 // zexecd: parse the settings, set up logging, run the broker until told to stop.
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -8,6 +9,18 @@
 
 #include "broker.hpp"
 #include "options.hpp"
+
+namespace {
+// "%*" in a pattern: the syslog priority of the message's level, for journald.
+class SyslogPriority : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    static constexpr char kPriority[] = {'7', '7', '6', '4', '3', '2', '6'};  // trace..critical, off
+    dest.push_back(kPriority[static_cast<int>(msg.level)]);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<SyslogPriority>(); }
+};
+}  // namespace
 
 int main(int argc, char** argv) {
   zexecd::Options opts;
@@ -19,6 +32,12 @@ int main(int argc, char** argv) {
   }
   auto logger = spdlog::stderr_color_mt("zexecd");
   spdlog::set_default_logger(logger);
+  if (const char* journal = std::getenv("JOURNAL_STREAM"); journal && *journal) {
+    // stderr goes to the journal: it stamps the time itself and reads "<N>" as the priority.
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<SyslogPriority>('*').set_pattern("<%*>%v");
+    spdlog::set_formatter(std::move(formatter));
+  }
   auto level = spdlog::level::from_str(opts.log_level);
   if (level == spdlog::level::off && opts.log_level != "off") {
     std::fprintf(stderr, "zexecd: --log-level: unknown level '%s'\n", opts.log_level.c_str());
