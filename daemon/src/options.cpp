@@ -1,11 +1,9 @@
 #include "options.hpp"
 
-#include <unistd.h>
+#include <toml++/toml.h>
 
 #include <charconv>
 #include <cstdio>
-#include <cstdlib>
-#include <functional>
 #include <stdexcept>
 
 #include "zexec/protocol.hpp"
@@ -13,119 +11,184 @@
 namespace zexecd {
 namespace {
 
+enum class Kind { integer, string, boolean };
+
+// One row per setting: the only place a setting is described. Flags are the names with '-',
+// config keys the names as they are, --help and `status` read the same rows.
 struct Setting {
   const char* name;
-  const char* type;  // "int" / "string"
+  Kind kind;
   const char* help;
-  std::function<void(Options&, const std::string&)> set;
-  std::function<std::string(const Options&)> get;
-  long min = 0, max = 0;  // for ints
+  int Options::*int_field = nullptr;
+  long min = 0, max = 0;
+  std::string Options::*str_field = nullptr;
+  bool Options::*bool_field = nullptr;
 };
 
-int to_int(const std::string& flag, const std::string& v, long min, long max) {
-  long n = 0;
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec != std::errc() || p != v.data() + v.size())
-    throw std::invalid_argument("--" + flag + ": '" + v + "' is not an integer");
-  if (n < min || n > max)
-    throw std::invalid_argument("--" + flag + ": " + v + " is out of range [" + std::to_string(min) + ", " +
-                                std::to_string(max) + "]");
-  return static_cast<int>(n);
+constexpr Setting integer(const char* name, int Options::*f, long min, long max, const char* help) {
+  return {name, Kind::integer, help, f, min, max, nullptr, nullptr};
+}
+constexpr Setting text(const char* name, std::string Options::*f, const char* help) {
+  return {name, Kind::string, help, nullptr, 0, 0, f, nullptr};
+}
+constexpr Setting boolean(const char* name, bool Options::*f, const char* help) {
+  return {name, Kind::boolean, help, nullptr, 0, 0, nullptr, f};
 }
 
-bool to_bool(const std::string& flag, const std::string& v) {
-  if (v == "true" || v == "1" || v == "yes") return true;
-  if (v == "false" || v == "0" || v == "no") return false;
-  throw std::invalid_argument("--" + flag + ": '" + v + "' is not true or false");
+const Setting kSettings[] = {
+    text("endpoint", &Options::endpoint,
+         "client endpoint to bind, ipc://PATH or tcp://HOST:PORT (default: "
+         "ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock, "
+         "/run/zexec/zexecd.sock as root)"),
+    integer("workers", &Options::workers, 0, 4096, "worker processes (0 = number of cores)"),
+    text("worker_command", &Options::worker_command,
+         "worker command line \"PATH ARGS...\" (default: zexec-worker beside zexecd)"),
+    text("log_level", &Options::log_level, "trace, debug, info, warn, error or off"),
+    integer("heartbeat_ms", &Options::heartbeat_ms, 10, 60000,
+            "heartbeat period towards clients and workers, ms"),
+    integer("client_timeout_ms", &Options::client_timeout_ms, 0, 3600000,
+            "drop a client silent this long, ms (0 = 5 x heartbeat_ms)"),
+    integer("worker_liveness_ms", &Options::worker_liveness_ms, 50, 3600000,
+            "kill and replace a worker silent this long, ms"),
+    integer("max_prefetch", &Options::max_prefetch, 1, 65536, "most unfinished tasks sent to one worker"),
+    integer("steal_after_ms", &Options::steal_after_ms, 0, 3600000,
+            "idle workers take unstarted tasks queued behind a task running this long, ms"),
+    integer("max_tasks_per_worker", &Options::max_tasks_per_worker, 0, 2000000000,
+            "replace a worker after it ran this many tasks (0 = never)"),
+    integer("max_memory_per_worker_mb", &Options::max_memory_per_worker_mb, 0, 1000000,
+            "replace a worker whose resident memory passes this many MiB, between tasks (0 = never)"),
+    integer("task_timeout_ms", &Options::task_timeout_ms, 0, 2000000000,
+            "hard time limit for a task that sets no timeout of its own, ms (0 = none)"),
+    integer("quarantine_after", &Options::quarantine_after, 1, 1000,
+            "a task that crashed its worker this many times fails as Quarantined"),
+    integer("cancel_grace_ms", &Options::cancel_grace_ms, 0, 3600000,
+            "forced cancel of a running task: SIGTERM, then SIGKILL after this, ms"),
+    integer("max_pending_per_client", &Options::max_pending_per_client, 1, 100000000,
+            "most unfinished tasks one client may have in the daemon"),
+    integer("shutdown_grace_ms", &Options::shutdown_grace_ms, 0, 3600000,
+            "on SIGTERM, how long running tasks may finish, ms"),
+    integer("max_unacked_updates", &Options::max_unacked_updates, 1, 65536,
+            "per client: result messages in flight awaiting ack"),
+    boolean("print_endpoint", &Options::print_endpoint,
+            "print the bound endpoint on stdout once serving (useful with tcp://HOST:*)"),
+};
+
+const Setting* find(std::string_view name) {
+  for (const auto& s : kSettings)
+    if (name == s.name) return &s;
+  return nullptr;
 }
 
-#define ZX_INT(field, lo, hi, help_text)                                                                    \
-  Setting {                                                                                                 \
-#field, "int", help_text,                                                                               \
-        [](Options & o,                                                                                     \
-           const std::string&                                                                               \
-               v) { o.field = to_int(#field, v, lo, hi); }, [](const Options&                               \
-                                                                   o) { return std::to_string(o.field); },  \
-                                                                                                        lo, \
-                                                                                                        hi  \
-  }
-#define ZX_BOOL(field, help_text)                                                                               \
-  Setting {                                                                                                     \
-#field, "bool", help_text,                                                                                  \
-        [](Options & o,                                                                                         \
-           const std::string&                                                                                   \
-               v) { o.field = to_bool(#field, v); },                                                            \
-                                                  [](const Options&                                             \
-                                                         o) { return std::string(o.field ? "true"               \
-                                                                                         : "false"); } \
-  }
-#define ZX_STR(field, help_text)                                                                         \
-  Setting {                                                                                              \
-#field, "string", help_text,                                                                         \
-        [](Options & o, const std::string& v) { o.field = v; }, [](const Options& o) { return o.field; } \
-  }
-
-const std::vector<Setting>& table() {
-  static const std::vector<Setting> t = {
-      ZX_STR(endpoint,
-             "client endpoint to bind, ipc://PATH or tcp://HOST:PORT (default: "
-             "ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock, /run/zexec/zexecd.sock as root)"),
-      ZX_INT(workers, 0, 4096, "worker processes (0 = number of cores)"),
-      ZX_STR(worker_command, "worker command line \"PATH ARGS...\" (default: zexec-worker beside zexecd)"),
-      ZX_STR(log_level, "trace, debug, info, warn, error or off"),
-      ZX_INT(heartbeat_ms, 10, 60000, "heartbeat period towards clients and workers, ms"),
-      ZX_INT(client_timeout_ms, 0, 3600000, "drop a client silent this long, ms (0 = 5 x heartbeat_ms)"),
-      ZX_INT(worker_liveness_ms, 50, 3600000, "kill and replace a worker silent this long, ms"),
-      ZX_INT(max_prefetch, 1, 65536, "most unfinished tasks sent to one worker"),
-      ZX_INT(steal_after_ms, 0, 3600000,
-             "idle workers take unstarted tasks queued behind a task running this long, ms"),
-      ZX_INT(max_tasks_per_worker, 0, 2000000000,
-             "replace a worker after it ran this many tasks (0 = never)"),
-      ZX_INT(max_memory_per_worker_mb, 0, 1000000,
-             "replace a worker whose resident memory passes this many MiB, between tasks (0 = never)"),
-      ZX_INT(task_timeout_ms, 0, 2000000000,
-             "hard time limit for a task that sets no timeout of its own, ms (0 = none)"),
-      ZX_INT(quarantine_after, 1, 1000,
-             "a task that crashed its worker this many times fails as Quarantined"),
-      ZX_INT(cancel_grace_ms, 0, 3600000,
-             "forced cancel of a running task: SIGTERM, then SIGKILL after this, ms"),
-      ZX_INT(max_pending_per_client, 1, 100000000, "most unfinished tasks one client may have in the daemon"),
-      ZX_INT(shutdown_grace_ms, 0, 3600000, "on SIGTERM, how long running tasks may finish, ms"),
-      ZX_INT(max_unacked_updates, 1, 65536, "per client: result messages in flight awaiting ack"),
-      ZX_BOOL(print_endpoint, "print the bound endpoint on stdout once serving (useful with tcp://HOST:*)"),
-  };
-  return t;
-}
-
-std::string flag_name(const char* field) {
-  std::string s = field;
+std::string flag_of(const char* name) {
+  std::string s = name;
   for (auto& c : s)
     if (c == '_') c = '-';
   return s;
+}
+
+// Sets one setting from text; throws std::invalid_argument with the reason (no location).
+void set_from_text(const Setting& s, Options& o, const std::string& v) {
+  switch (s.kind) {
+    case Kind::string:
+      o.*s.str_field = v;
+      return;
+    case Kind::boolean:
+      if (v == "true" || v == "1" || v == "yes")
+        o.*s.bool_field = true;
+      else if (v == "false" || v == "0" || v == "no")
+        o.*s.bool_field = false;
+      else
+        throw std::invalid_argument("'" + v + "' is not true or false");
+      return;
+    case Kind::integer: {
+      long n = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || p != v.data() + v.size())
+        throw std::invalid_argument("'" + v + "' is not an integer");
+      if (n < s.min || n > s.max)
+        throw std::invalid_argument(v + " is out of range [" + std::to_string(s.min) + ", " +
+                                    std::to_string(s.max) + "]");
+      o.*s.int_field = static_cast<int>(n);
+      return;
+    }
+  }
+}
+
+std::string value_text(const Setting& s, const Options& o) {
+  switch (s.kind) {
+    case Kind::string:
+      return o.*s.str_field;
+    case Kind::boolean:
+      return o.*s.bool_field ? "true" : "false";
+    case Kind::integer:
+      return std::to_string(o.*s.int_field);
+  }
+  return {};
 }
 
 void print_help() {
   std::printf(
       "zexecd - the zexec task daemon: runs named tasks in supervised worker processes and returns\n"
       "each result to the client that submitted it, in the order tasks finish.\n\n"
-      "usage: zexecd [--setting VALUE | --setting=VALUE]...\n\nsettings:\n");
+      "usage: zexecd [--config FILE] [--setting VALUE | --setting=VALUE]...\n\n"
+      "Every setting may also be given in the TOML file named by --config, as `name = value`\n"
+      "(e.g. workers = 8); flags override the file.\n\nsettings:\n");
   Options defaults;
-  for (const auto& s : table()) {
-    std::printf("  --%-22s %s\n",
-                (flag_name(s.name) + (s.type[0] == 'i'   ? " N"
-                                      : s.type[0] == 's' ? " STR"
-                                                         : ""))
-                    .c_str(),
-                s.help);
-    auto d = s.get(defaults);
-    if (!d.empty()) std::printf("  %-24s default: %s\n", "", d.c_str());
+  for (const auto& s : kSettings) {
+    const char* arg = s.kind == Kind::integer ? " N" : s.kind == Kind::string ? " STR" : "";
+    std::printf("  --%-26s %s\n", (flag_of(s.name) + arg).c_str(), s.help);
+    auto d = value_text(s, defaults);
+    if (!d.empty()) std::printf("  %-28s default: %s\n", "", d.c_str());
   }
-  std::printf("\n  --help                   this text\n  --version                print the version\n");
+  std::printf(
+      "\n  --config FILE                TOML file of settings\n  --help                       this text\n"
+      "  --version                    print the version\n");
 }
 
 }  // namespace
 
+void load_config(const std::string& path, Options& out) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& at = e.source().begin;
+    throw std::invalid_argument(path + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) +
+                                ": " + std::string(e.description()));
+  }
+  for (auto&& [key, node] : table) {
+    const auto& at = node.source().begin;
+    std::string where = path + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) + ": " +
+                        std::string(key.str()) + ": ";
+    const Setting* s = find(key.str());
+    if (!s) throw std::invalid_argument(where + "unknown setting (see zexecd --help)");
+    std::string value;
+    if (s->kind == Kind::integer && node.is_integer())
+      value = std::to_string(node.as_integer()->get());
+    else if (s->kind == Kind::string && node.is_string())
+      value = node.as_string()->get();
+    else if (s->kind == Kind::boolean && node.is_boolean())
+      value = node.as_boolean()->get() ? "true" : "false";
+    else
+      throw std::invalid_argument(where + "expected " +
+                                  (s->kind == Kind::integer  ? "an integer"
+                                   : s->kind == Kind::string ? "a string"
+                                                             : "true or false"));
+    try {
+      set_from_text(*s, out, value);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(where + e.what());
+    }
+  }
+}
+
 bool parse_options(int argc, char** argv, Options& out) {
+  // The file first, wherever --config stands, so that every flag overrides it.
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) load_config(argv[i + 1], out);
+    if (arg.rfind("--config=", 0) == 0) load_config(arg.substr(9), out);
+  }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -145,20 +208,35 @@ bool parse_options(int argc, char** argv, Options& out) {
       value = name.substr(eq + 1);
       name.resize(eq);
     }
+    if (name == "config") {
+      if (!has_value) ++i;  // loaded above
+      if (i >= argc) throw std::invalid_argument("--config needs a file");
+      continue;
+    }
     const Setting* found = nullptr;
-    for (const auto& s : table())
-      if (flag_name(s.name) == name) found = &s;
+    for (const auto& s : kSettings)
+      if (flag_of(s.name) == name) found = &s;
     if (!found) throw std::invalid_argument("unknown option --" + name + " (see --help)");
-    if (!has_value && std::string(found->type) == "bool") {
+    if (!has_value && found->kind == Kind::boolean) {
       value = "true";
     } else if (!has_value) {
       if (i + 1 >= argc) throw std::invalid_argument("--" + name + " needs a value");
       value = argv[++i];
     }
-    found->set(out, value);
+    try {
+      set_from_text(*found, out, value);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("--" + name + ": " + e.what());
+    }
   }
   if (out.endpoint.empty()) out.endpoint = zexec::proto::default_endpoint();
   return true;
+}
+
+std::vector<std::pair<std::string, std::string>> settings_of(const Options& o) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& s : kSettings) out.emplace_back(s.name, value_text(s, o));
+  return out;
 }
 
 }  // namespace zexecd

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace zexecd {
@@ -29,8 +30,15 @@ struct Options {
   bool print_endpoint = false;          // print the bound endpoint on stdout once serving (tcp port *)
 };
 
-// Parses argv. Throws std::invalid_argument with a message naming the flag on bad input.
+// Parses argv: the TOML file of --config (if any) first, then every flag over it. Throws
+// std::invalid_argument naming the flag, or the file, line, column and key, on bad input.
 // Returns false when the program should exit 0 at once (--help / --version printed).
 bool parse_options(int argc, char** argv, Options& out);
+
+// Reads a TOML file of settings into `out`; unknown keys and bad values are refused.
+void load_config(const std::string& path, Options& out);
+
+// Every setting and its current value, as text (for `status`).
+std::vector<std::pair<std::string, std::string>> settings_of(const Options& o);
 
 }  // namespace zexecd

@@ -2,6 +2,7 @@
 #include <msgpack.hpp>
 
 #include "broker.hpp"
+#include "options.hpp"
 
 namespace zexecd {
 
@@ -29,7 +30,11 @@ std::string Broker::status_body() const {
   auto now = Clock::now();
   msgpack::sbuffer buf;
   Packer pk(buf);
-  pk.pack_map(8);
+  pk.pack_map(9);
+  pk.pack(std::string_view("settings"));
+  auto settings = settings_of(opts_);
+  pk.pack_map(static_cast<std::uint32_t>(settings.size()));
+  for (const auto& [name, value] : settings) kv(pk, name.c_str(), value);
   kv(pk, "uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_).count());
   kv(pk, "endpoint", opts_.endpoint);
   kv(pk, "stopping", stopping_);
