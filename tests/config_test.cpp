@@ -7,6 +7,7 @@
 
 using namespace zexec::test;
 using namespace std::chrono_literals;
+namespace proto = zexec::proto;
 
 namespace {
 
@@ -87,4 +88,62 @@ TEST(Config, HelpListsEverySettingThatStatusReports) {
       if (c == '_') c = '-';
     EXPECT_NE(help.find(flag), std::string::npos) << flag << " missing from --help";
   }
+}
+
+TEST(Config, SighupReloadsTheFileAndResizesThePoolWithoutLosingTasks) {
+  TempDir dir;
+  std::string file = dir.path() + "/zexecd.toml";
+  std::ofstream(file) << "workers = 1\n";
+  zmq::context_t ctx;
+  // The pool size comes from the file only (a flag would win over the file on every reload).
+  Process daemon(
+      {bin_path("zexecd"), "--config", file, "--endpoint", dir.ipc("d.sock"), "--log-level", "warn"});
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.path() + "/d.sock"); }));
+  auto ready_workers = [&] {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(dir.ipc("d.sock"));
+    std::string frame = zexec::proto::encode(zexec::proto::Status{});
+    s.send(zmq::buffer(frame), zmq::send_flags::none);
+    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+    while (zmq::poll(&item, 1, std::chrono::seconds(5)) > 0) {
+      zmq::message_t msg;
+      (void)s.recv(msg);
+      auto d = zexec::proto::decode(msg.to_string_view());
+      if (!d || !std::holds_alternative<zexec::proto::StatusReply>(*d.message)) continue;
+      const auto& body = std::get<zexec::proto::StatusReply>(*d.message).body;
+      auto oh = msgpack::unpack(body.data(), body.size());
+      int n = 0;
+      for (auto& w : oh.get()
+                         .as<std::map<std::string, msgpack::object>>()
+                         .at("workers")
+                         .as<std::vector<std::map<std::string, msgpack::object>>>())
+        n += w.at("state").as<std::string>() == "ready";
+      return n;
+    }
+    return -1;
+  };
+  ASSERT_TRUE(wait_until([&] { return ready_workers() == 1; }));
+  RawClient c(ctx, dir.ipc("d.sock"));
+  for (int i = 1; i <= 200; ++i) c.submit(i, "sleep", args(0.005));
+  std::ofstream(file) << "workers = 3\n";
+  daemon.kill(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return ready_workers() == 3; })) << "the pool did not grow";
+  std::ofstream(file) << "workers = 1\n";
+  daemon.kill(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return ready_workers() == 1; })) << "the pool did not shrink";
+  ASSERT_TRUE(c.wait_finals(200, 30s));
+  for (int i = 1; i <= 200; ++i) EXPECT_EQ(c.finals[i].kind, proto::Outcome::ok) << i;
+  std::ofstream(file) << "workers = \"many\"\n";  // invalid: logged, the old settings stay
+  daemon.kill(SIGHUP);
+  c.submit(201, "echo", args(1));
+  ASSERT_TRUE(c.wait_finals(201));
+  EXPECT_TRUE(daemon.running());
+}
+
+TEST(Config, TheShippedConfigFileIsValid) {
+  TempDir dir;
+  auto [rc, out] =
+      run_zexecd(dir, {"--config", std::string(ZEXEC_SOURCE_DIR) + "/systemd/zexecd.toml", "--help"});
+  EXPECT_EQ(rc, 0) << out;
 }

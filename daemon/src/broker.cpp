@@ -41,7 +41,8 @@ std::string make_run_dir() {
 
 }  // namespace
 
-Broker::Broker(Options opts) : opts_(std::move(opts)), ctx_(1) {
+Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
+    : opts_(std::move(opts)), reload_(std::move(reload)), ctx_(1) {
   if (opts_.workers <= 0) opts_.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (opts_.client_timeout_ms <= 0) opts_.client_timeout_ms = 5 * opts_.heartbeat_ms;
   worker_argv_ = opts_.worker_command.empty() ? std::vector<std::string>{self_dir() + "/zexec-worker"}
@@ -222,7 +223,7 @@ void Broker::handle_signals() {
       begin_shutdown();
     }
   }
-  if (f.reload) spdlog::info("SIGHUP: nothing to reload yet");
+  if (f.reload && !stopping_) reload();
 }
 
 void Broker::reap_children() {
@@ -262,6 +263,54 @@ void Broker::begin_shutdown() {
       w->state = WorkerState::stopping;
       send_to_worker(*w, std::string(bye));
     }
+}
+
+// SIGHUP: read the settings again (file and flags) and apply what can change while serving. The
+// pool grows or shrinks between tasks; nothing queued or running is lost.
+void Broker::reload() {
+  std::optional<Options> fresh = reload_ ? reload_() : std::nullopt;
+  if (!fresh) {
+    spdlog::warn("SIGHUP: settings not reloaded (no --config, or they are invalid: see above)");
+    return;
+  }
+  if (fresh->endpoint != opts_.endpoint)
+    spdlog::warn("SIGHUP: endpoint change to {} needs a restart; still serving {}", fresh->endpoint,
+                 opts_.endpoint);
+  fresh->endpoint = opts_.endpoint;
+  if (fresh->workers <= 0)
+    fresh->workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (fresh->client_timeout_ms <= 0) fresh->client_timeout_ms = 5 * fresh->heartbeat_ms;
+  if (fresh->worker_command != opts_.worker_command)
+    spdlog::info("SIGHUP: new worker command, for workers started from now on: {}", fresh->worker_command);
+  try {
+    worker_argv_ = fresh->worker_command.empty() ? std::vector<std::string>{self_dir() + "/zexec-worker"}
+                                                 : split_command(fresh->worker_command);
+  } catch (const std::exception& e) {
+    spdlog::error("SIGHUP: {}; keeping the old worker command", e.what());
+    fresh->worker_command = opts_.worker_command;
+  }
+  spdlog::set_level(spdlog::level::from_str(fresh->log_level));
+  int workers = fresh->workers;
+  fresh->workers = opts_.workers;
+  opts_ = std::move(*fresh);
+  resize_pool(workers);
+  spdlog::info("SIGHUP: settings reloaded; {}", status_line());
+}
+
+void Broker::resize_pool(int workers) {
+  if (workers == opts_.workers) return;
+  spdlog::info("pool: {} -> {} workers", opts_.workers, workers);
+  if (workers > static_cast<int>(workers_.size())) {
+    workers_.resize(workers);
+    respawn_at_.resize(workers, Clock::now());
+    fast_deaths_.resize(workers, 0);
+  }
+  // Slots past the new size retire between tasks; their exits are still handled (the loops run
+  // over every slot) but they are not started again.
+  for (int i = workers; i < static_cast<int>(workers_.size()); ++i)
+    if (workers_[i] && workers_[i]->state != WorkerState::stopping) retire(*workers_[i], "the pool shrinks");
+  for (int i = opts_.workers; i < workers; ++i) respawn_at_[i] = Clock::now();
+  opts_.workers = workers;
 }
 
 bool Broker::shutdown_complete() {

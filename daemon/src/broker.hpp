@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -98,7 +99,8 @@ struct Counters {
 
 class Broker {
  public:
-  explicit Broker(Options opts);
+  // `reload` re-reads the settings (SIGHUP); it returns nothing when they are invalid.
+  explicit Broker(Options opts, std::function<std::optional<Options>()> reload = {});
   ~Broker();
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
@@ -112,6 +114,8 @@ class Broker {
   void handle_signals();
   void reap_children();
   void begin_shutdown();
+  void reload();
+  void resize_pool(int workers);
   bool shutdown_complete();
 
   // -- clients (clients.cpp)
@@ -173,6 +177,7 @@ class Broker {
   Clock::time_point notify_systemd(Clock::time_point now);
 
   Options opts_;
+  std::function<std::optional<Options>()> reload_;
   zmq::context_t ctx_;
   zmq::socket_t front_;   // ROUTER: clients
   zmq::socket_t events_;  // PULL: all workers

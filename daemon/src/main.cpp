@@ -45,7 +45,18 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(level);
   try {
-    zexecd::Broker broker(opts);
+    // SIGHUP re-reads the same file and flags; invalid settings are logged and not applied.
+    auto reload = [argc, argv]() -> std::optional<zexecd::Options> {
+      zexecd::Options fresh;
+      try {
+        zexecd::parse_options(argc, argv, fresh);
+        return fresh;
+      } catch (const std::exception& e) {
+        spdlog::error("reload: {}", e.what());
+        return std::nullopt;
+      }
+    };
+    zexecd::Broker broker(opts, reload);
     return broker.run();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());

@@ -186,9 +186,10 @@ bool parse_options(int argc, char** argv, Options& out) {
   // The file first, wherever --config stands, so that every flag overrides it.
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--config" && i + 1 < argc) load_config(argv[i + 1], out);
-    if (arg.rfind("--config=", 0) == 0) load_config(arg.substr(9), out);
+    if (arg == "--config" && i + 1 < argc) out.config_path = argv[i + 1];
+    if (arg.rfind("--config=", 0) == 0) out.config_path = arg.substr(9);
   }
+  if (!out.config_path.empty()) load_config(out.config_path, out);
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {

@@ -27,7 +27,9 @@ struct Options {
   int max_pending_per_client = 100000;  // unfinished tasks one client may have in the daemon
   int shutdown_grace_ms = 10000;        // on SIGTERM: how long running tasks may finish
   int max_unacked_updates = 64;         // per client: updates in flight before the daemon waits for acks
-  bool print_endpoint = false;          // print the bound endpoint on stdout once serving (tcp port *)
+  bool print_endpoint = false;
+  std::string config_path;  // the --config file, if any (not a setting: where settings come from)          //
+                            // print the bound endpoint on stdout once serving (tcp port *)
 };
 
 // Parses argv: the TOML file of --config (if any) first, then every flag over it. Throws

@@ -436,10 +436,10 @@ std::uint64_t resident_bytes(pid_t pid) {
 void Broker::worker_timers(Clock::time_point now) {
   bool sample_rss = now >= next_rss_check_;
   if (sample_rss) next_rss_check_ = now + std::chrono::milliseconds(opts_.heartbeat_ms);
-  for (int i = 0; i < opts_.workers; ++i) {
+  for (int i = 0; i < static_cast<int>(workers_.size()); ++i) {
     auto& w = workers_[i];
     if (!w) {
-      if (!stopping_ && now >= respawn_at_[i]) spawn_worker(i);
+      if (i < opts_.workers && !stopping_ && now >= respawn_at_[i]) spawn_worker(i);
       continue;
     }
     if (w->exit_status) {
