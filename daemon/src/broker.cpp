@@ -81,6 +81,8 @@ Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
   events_.set(zmq::sockopt::linger, 0);
   events_.bind(events_endpoint_);
 
+  if (opts_.metrics_port > 0)
+    metrics_ = std::make_unique<MetricsServer>(opts_.metrics_address, opts_.metrics_port);
   workers_.resize(opts_.workers);
   respawn_at_.assign(opts_.workers, Clock::now());
   fast_deaths_.assign(opts_.workers, 0);
@@ -182,6 +184,11 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   if (flush_replies()) next = std::min(next, now + std::chrono::milliseconds(5));
   next = std::min(next, requeue_due_retries(now));
   next = std::min(next, notify_systemd(now));
+  if (metrics_ && now >= next_metrics_) {
+    metrics_->publish(metrics_text());
+    next_metrics_ = now + std::chrono::milliseconds(500);
+  }
+  if (metrics_) next = std::min(next, next_metrics_);
   if (queued_ > 0 && pool_broken())
     fail_queued("WorkerUnavailable", "no worker can start: the worker command '" + worker_argv_[0] +
                                          "' failed at start-up repeatedly (last: " + last_start_failure_ +

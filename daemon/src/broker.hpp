@@ -21,6 +21,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "metrics.hpp"
 #include "notify.hpp"
 #include "options.hpp"
 #include "task_table.hpp"
@@ -173,7 +174,8 @@ class Broker {
 
   // -- status (status.cpp)
   std::string status_body() const;
-  std::string status_line() const;  // one line for systemd's STATUS= and the logs
+  std::string status_line() const;   // one line for systemd's STATUS= and the logs
+  std::string metrics_text() const;  // Prometheus text exposition format
   Clock::time_point notify_systemd(Clock::time_point now);
 
   Options opts_;
@@ -198,6 +200,8 @@ class Broker {
   std::unordered_multimap<Handle, int> extra_cancels_;  // further cancel requests waiting on one task
   Clock::time_point started_at_ = Clock::now();
   Notifier notify_;
+  std::unique_ptr<MetricsServer> metrics_;
+  Clock::time_point next_metrics_{};
   bool announced_ready_ = false;
   Clock::time_point next_watchdog_{}, next_status_{};
   std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;

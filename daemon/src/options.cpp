@@ -69,6 +69,9 @@ const Setting kSettings[] = {
             "on SIGTERM, how long running tasks may finish, ms"),
     integer("max_unacked_updates", &Options::max_unacked_updates, 1, 65536,
             "per client: result messages in flight awaiting ack"),
+    integer("metrics_port", &Options::metrics_port, 0, 65535,
+            "serve Prometheus metrics on this HTTP port (0 = off)"),
+    text("metrics_address", &Options::metrics_address, "address the metrics port listens on"),
     boolean("print_endpoint", &Options::print_endpoint,
             "print the bound endpoint on stdout once serving (useful with tcp://HOST:*)"),
 };

@@ -1,4 +1,5 @@
 // The answer to `status`: what the daemon is doing, as one msgpack map (docs/PROTOCOL.md §3).
+#include <cstdio>
 #include <msgpack.hpp>
 
 #include "broker.hpp"
@@ -86,6 +87,51 @@ std::string Broker::status_body() const {
   kv(pk, "bad_worker_frames", t.bad_worker_frames);
   kv(pk, "clients_dropped", t.clients_dropped);
   return std::string(buf.data(), buf.size());
+}
+
+std::string Broker::metrics_text() const {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto sample = [&](const std::string& name, double value) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " %.17g\n", value);
+    out += name + buf;
+  };
+  const Counters& t = counters_;
+  metric("zexec_tasks_total", "counter", "Tasks by final outcome.");
+  for (auto [outcome, n] : {std::pair{"submitted", t.submitted},
+                            {"succeeded", t.succeeded},
+                            {"failed", t.failed},
+                            {"cancelled", t.cancelled},
+                            {"crashed", t.crashed},
+                            {"timed_out", t.timed_out},
+                            {"quarantined", t.quarantined}})
+    sample(std::string("zexec_tasks_total{outcome=\"") + outcome + "\"}", static_cast<double>(n));
+  metric("zexec_task_retries_total", "counter", "Task attempts run again after a failure.");
+  sample("zexec_task_retries_total", static_cast<double>(t.retried));
+  metric("zexec_tasks_queued", "gauge", "Tasks waiting for a worker.");
+  sample("zexec_tasks_queued", static_cast<double>(queued_));
+  metric("zexec_tasks_owned", "gauge", "Tasks the daemon owns (queued, at workers, or unacknowledged).");
+  sample("zexec_tasks_owned", static_cast<double>(tasks_.live()));
+  metric("zexec_workers", "gauge", "Worker processes by state.");
+  int by_state[3] = {0, 0, 0};
+  for (const auto& w : workers_)
+    if (w) by_state[static_cast<int>(w->state)]++;
+  sample("zexec_workers{state=\"starting\"}", by_state[0]);
+  sample("zexec_workers{state=\"ready\"}", by_state[1]);
+  sample("zexec_workers{state=\"stopping\"}", by_state[2]);
+  metric("zexec_worker_restarts_total", "counter", "Workers replaced after they died or were recycled.");
+  sample("zexec_worker_restarts_total", static_cast<double>(t.worker_restarts));
+  metric("zexec_clients", "gauge", "Connected clients.");
+  sample("zexec_clients", static_cast<double>(clients_.size()));
+  metric("zexec_bad_frames_total", "counter", "Frames refused, by sender.");
+  sample("zexec_bad_frames_total{from=\"client\"}", static_cast<double>(t.bad_client_frames));
+  sample("zexec_bad_frames_total{from=\"worker\"}", static_cast<double>(t.bad_worker_frames));
+  metric("zexec_uptime_seconds", "gauge", "Seconds since zexecd started.");
+  sample("zexec_uptime_seconds", std::chrono::duration<double>(Clock::now() - started_at_).count());
+  return out;
 }
 
 std::string Broker::status_line() const {
