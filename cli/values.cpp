@@ -70,66 +70,54 @@ class JsonPacker {
     ++i_;
     return out;
   }
-  void array() {
+  // Reads the elements of a [list] or {map} up to `close`, calling `element` for each; returns
+  // their count. msgpack wants the count first, so callers pack elements aside and append them.
+  template <class Element>
+  std::uint32_t elements(char close, Element element) {
     ++i_;
-    msgpack::sbuffer body;
-    Packer inner(body);
     std::uint32_t n = 0;
     ws();
-    if (i_ < s_.size() && s_[i_] == ']') {
+    if (i_ < s_.size() && s_[i_] == close) {
       ++i_;
-    } else {
-      for (;;) {
-        JsonPacker sub(s_.substr(i_), inner, body);
-        sub.value();
-        i_ += sub.i_;
-        ++n;
-        ws();
-        if (i_ < s_.size() && s_[i_] == ',') {
-          ++i_;
-          continue;
-        }
-        if (i_ < s_.size() && s_[i_] == ']') {
-          ++i_;
-          break;
-        }
-        bad();
-      }
+      return n;
     }
+    for (;; ++n) {
+      element();
+      ws();
+      if (i_ < s_.size() && s_[i_] == ',') {
+        ++i_;
+        continue;
+      }
+      if (i_ < s_.size() && s_[i_] == close) {
+        ++i_;
+        return n + 1;
+      }
+      bad();
+    }
+  }
+  void nested_value(Packer& inner, msgpack::sbuffer& body) {
+    JsonPacker sub(s_.substr(i_), inner, body);
+    sub.value();
+    i_ += sub.i_;
+  }
+  void array() {
+    msgpack::sbuffer body;
+    Packer inner(body);
+    std::uint32_t n = elements(']', [&] { nested_value(inner, body); });
     pk_.pack_array(n);
     buf_.write(body.data(), body.size());
   }
   void object() {
-    ++i_;
     msgpack::sbuffer body;
     Packer inner(body);
-    std::uint32_t n = 0;
-    ws();
-    if (i_ < s_.size() && s_[i_] == '}') {
-      ++i_;
-    } else {
-      for (;;) {
-        ws();
-        if (i_ >= s_.size() || s_[i_] != '"') bad();
-        inner.pack(string());
-        ws();
-        if (i_ >= s_.size() || s_[i_++] != ':') bad();
-        JsonPacker sub(s_.substr(i_), inner, body);
-        sub.value();
-        i_ += sub.i_;
-        ++n;
-        ws();
-        if (i_ < s_.size() && s_[i_] == ',') {
-          ++i_;
-          continue;
-        }
-        if (i_ < s_.size() && s_[i_] == '}') {
-          ++i_;
-          break;
-        }
-        bad();
-      }
-    }
+    std::uint32_t n = elements('}', [&] {
+      ws();
+      if (i_ >= s_.size() || s_[i_] != '"') bad();
+      inner.pack(string());
+      ws();
+      if (i_ >= s_.size() || s_[i_++] != ':') bad();
+      nested_value(inner, body);
+    });
     pk_.pack_map(n);
     buf_.write(body.data(), body.size());
   }
