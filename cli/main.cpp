@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zexec/zexec.hpp>
@@ -26,6 +27,7 @@ void usage() {
       "usage: zexec [--endpoint ENDPOINT] COMMAND ...\n"
       "  status [--json]        workers, queues and totals of the daemon\n"
       "  submit TASK [ARG...]   run TASK once and print its result (arguments are JSON, or plain strings)\n"
+      "  drain                  stop the daemon gracefully (as SIGTERM does)\n"
       "  map TASK               run TASK once per line of standard input (the line is its argument),\n"
       "                         printing results as they complete\n"
       "ENDPOINT defaults to %s (or $ZEXEC_ENDPOINT).\n"
@@ -49,25 +51,39 @@ bool report(zexec::Future& f, const std::string& prefix = {}) {
   }
 }
 
-int status(const std::string& endpoint, bool as_json) {
+// Sends `request` (status or drain) and returns the daemon's status_reply, or nothing.
+std::optional<msgpack::object_handle> ask(const std::string& endpoint, const zexec::proto::Message& request) {
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   s.connect(endpoint);
-  std::string frame = zexec::proto::encode(zexec::proto::Status{});
+  std::string frame = zexec::proto::encode(request);
   s.send(zmq::buffer(frame), zmq::send_flags::dontwait);
   zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  for (;;) {
-    if (zmq::poll(&item, 1, std::chrono::seconds(5)) == 0) {
-      std::fprintf(stderr, "zexec: no answer from zexecd at %s within 5 s\n", endpoint.c_str());
-      return kUnreachable;
-    }
+  while (zmq::poll(&item, 1, std::chrono::seconds(5)) > 0) {
     zmq::message_t msg;
     (void)s.recv(msg);
     auto d = zexec::proto::decode(msg.to_string_view());
     if (!d || !std::holds_alternative<zexec::proto::StatusReply>(*d.message)) continue;  // heartbeats
     const std::string& body = std::get<zexec::proto::StatusReply>(*d.message).body;
-    auto oh = msgpack::unpack(body.data(), body.size());
+    return msgpack::unpack(body.data(), body.size());
+  }
+  std::fprintf(stderr, "zexec: no answer from zexecd at %s within 5 s\n", endpoint.c_str());
+  return std::nullopt;
+}
+
+int drain(const std::string& endpoint) {
+  if (!ask(endpoint, zexec::proto::Drain{})) return kUnreachable;
+  std::printf("zexecd at %s is draining: running tasks finish, queued ones are cancelled\n",
+              endpoint.c_str());
+  return 0;
+}
+
+int status(const std::string& endpoint, bool as_json) {
+  auto reply = ask(endpoint, zexec::proto::Status{});
+  if (!reply) return kUnreachable;
+  {
+    auto& oh = *reply;
     if (as_json) {
       std::printf("%s\n", zexec::cli::to_json(oh.get()).c_str());
       return 0;
@@ -161,6 +177,7 @@ int main(int argc, char** argv) {
     if (args[0] == "submit" && args.size() >= 2)
       return submit(endpoint, args[1], std::vector<std::string>(args.begin() + 2, args.end()));
     if (args[0] == "map" && args.size() == 2) return map(endpoint, args[1]);
+    if (args[0] == "drain" && args.size() == 1) return drain(endpoint);
   } catch (const zexec::ConnectionError& e) {
     std::fprintf(stderr, "zexec: %s\n", e.what());
     return kUnreachable;

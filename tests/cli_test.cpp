@@ -84,3 +84,12 @@ TEST(Cli, AnUnreachableDaemonIsExitStatusThree) {
   EXPECT_EQ(r.status, 3);
   EXPECT_NE(r.err.find("no answer from zexecd"), std::string::npos) << r.err;
 }
+
+TEST(Cli, DrainStopsTheDaemonGracefully) {
+  TempDir dir;
+  Daemon d(1);
+  auto r = sh(dir, bin_path("zexec") + " --endpoint " + d.endpoint() + " drain");
+  EXPECT_EQ(r.status, 0) << r.err;
+  ASSERT_TRUE(d.process().wait_exit(15s));
+  EXPECT_TRUE(d.process().exited_ok());
+}

@@ -79,6 +79,7 @@ TEST(Protocol, ClientMessagesRoundTrip) {
   round_trip(proto::Heartbeat{});
   round_trip(proto::Bye{});
   round_trip(proto::Status{});
+  round_trip(proto::Drain{});
   EXPECT_EQ(round_trip(proto::StatusReply{pack(1, 2)}).body, pack(1, 2));
   auto e = round_trip(proto::Error{"bad_message", "what went wrong"});
   EXPECT_EQ(e.code, "bad_message");

@@ -71,6 +71,11 @@ void Broker::on_client_frame(const std::string& rid, std::string_view frame, std
   proto::Message& m = *d.message;
   if (auto* hello = std::get_if<proto::Hello>(&m)) return on_hello(rid, *hello);
   if (std::holds_alternative<proto::Status>(m)) return reply(rid, proto::StatusReply{status_body()});
+  if (std::holds_alternative<proto::Drain>(m)) {
+    spdlog::info("drain requested by a client");
+    begin_shutdown();
+    return reply(rid, proto::StatusReply{status_body()});
+  }
 
   auto it = client_by_rid_.find(rid);
   Client* c = it == client_by_rid_.end() ? nullptr : find_client(it->second);

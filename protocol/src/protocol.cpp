@@ -139,6 +139,7 @@ struct BodyPacker {
     pack_str(pk, m.message);
   }
   void operator()(const Status&) { header(Type::status, 0); }
+  void operator()(const Drain&) { header(Type::drain, 0); }
   void operator()(const StatusReply& m) {
     header(Type::status_reply, 1);
     pack_bin(pk, m.body);
@@ -337,6 +338,9 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
     case Type::status:
       need(0);
       return Status{};
+    case Type::drain:
+      need(0);
+      return Drain{};
     case Type::status_reply:
       need(1);
       return StatusReply{get_bytes(f[0], "status body")};
@@ -373,7 +377,7 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
 }
 
 bool known_type(std::uint64_t t) {
-  return (t >= 1 && t <= 12) || (t >= 20 && t <= 22) || (t >= 30 && t <= 32);
+  return (t >= 1 && t <= 13) || (t >= 20 && t <= 22) || (t >= 30 && t <= 32);
 }
 
 }  // namespace
@@ -387,10 +391,11 @@ std::string default_endpoint() {
 
 Type type_of(const Message& m) {
   static constexpr Type kTypes[] = {
-      Type::hello,        Type::welcome,   Type::submit,       Type::cancel,        Type::cancel_reply,
-      Type::ack,          Type::heartbeat, Type::bye,          Type::error,         Type::status,
-      Type::status_reply, Type::update,    Type::worker_hello, Type::worker_events, Type::worker_revoked,
-      Type::tasks,        Type::revoke,    Type::shutdown};
+      Type::hello,        Type::welcome,      Type::submit,        Type::cancel,
+      Type::cancel_reply, Type::ack,          Type::heartbeat,     Type::bye,
+      Type::error,        Type::status,       Type::status_reply,  Type::drain,
+      Type::update,       Type::worker_hello, Type::worker_events, Type::worker_revoked,
+      Type::tasks,        Type::revoke,       Type::shutdown};
   return kTypes[m.index()];
 }
 
@@ -418,6 +423,8 @@ const char* type_name(Type t) {
       return "status";
     case Type::status_reply:
       return "status_reply";
+    case Type::drain:
+      return "drain";
     case Type::update:
       return "update";
     case Type::worker_hello:

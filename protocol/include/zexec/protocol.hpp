@@ -36,6 +36,7 @@ enum class Type : std::uint8_t {
   error = 9,          // daemon -> client: the client sent something the daemon refused
   status = 11,        // anyone -> daemon: what are you doing? (no hello needed)
   status_reply = 12,  // daemon -> asker: a msgpack map of state and counters
+  drain = 13,         // anyone -> daemon: stop as on SIGTERM (answered with status_reply)
   // daemon (PUSH, one per client) -> client (PULL)
   update = 10,  // task events: started / ok / error / cancelled
   // worker (PUSH) -> daemon (PULL, shared by all workers)
@@ -110,6 +111,7 @@ struct Error {
   std::string message;  // human-readable
 };
 struct Status {};
+struct Drain {};
 struct StatusReply {
   std::string body;  // msgpack map (opaque to the protocol module); see PROTOCOL.md
 };
@@ -142,7 +144,7 @@ struct Shutdown {};
 
 using Message =
     std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Status, StatusReply,
-                 Update, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
+                 Drain, Update, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
 
 // Where zexecd listens unless told otherwise, and where clients look first:
 // ipc:///run/zexec/zexecd.sock as root, else ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock (/tmp without it).
