@@ -28,6 +28,7 @@ void usage() {
       "  status [--json]        workers, queues and totals of the daemon\n"
       "  submit TASK [ARG...]   run TASK once and print its result (arguments are JSON, or plain strings)\n"
       "  drain                  stop the daemon gracefully (as SIGTERM does)\n"
+      "  cancel [--force] CLIENT:TASK  cancel a task (ids as `status` shows); --force stops a running one\n"
       "  map TASK               run TASK once per line of standard input (the line is its argument),\n"
       "                         printing results as they complete\n"
       "ENDPOINT defaults to %s (or $ZEXEC_ENDPOINT).\n"
@@ -79,6 +80,45 @@ int drain(const std::string& endpoint) {
   return 0;
 }
 
+// `CLIENT:TASK` as `zexec status` shows it in running_task.
+int cancel(const std::string& endpoint, const std::string& id, bool force) {
+  auto colon = id.find(':');
+  std::uint64_t client = 0, task = 0;
+  try {
+    if (colon == std::string::npos) throw std::invalid_argument("no colon");
+    client = std::stoull(id.substr(0, colon));
+    task = std::stoull(id.substr(colon + 1));
+  } catch (const std::exception&) {
+    std::fprintf(stderr, "zexec: cancel wants CLIENT:TASK (as `zexec status` shows), not '%s'\n", id.c_str());
+    return kUsage;
+  }
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint);
+  std::string frame = zexec::proto::encode(zexec::proto::AdminCancel{1, client, {task}, force});
+  s.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  while (zmq::poll(&item, 1, std::chrono::seconds(30)) > 0) {
+    zmq::message_t msg;
+    (void)s.recv(msg);
+    auto d = zexec::proto::decode(msg.to_string_view());
+    if (!d) continue;
+    if (auto* e = std::get_if<zexec::proto::Error>(&*d.message)) {
+      std::fprintf(stderr, "zexec: %s\n", e->message.c_str());
+      return kTaskFailed;
+    }
+    auto* r = std::get_if<zexec::proto::CancelReply>(&*d.message);
+    if (!r || r->outcomes.empty()) continue;
+    static const char* kWords[] = {"cancelled", "running (use --force to stop it)", "finished or unknown"};
+    auto outcome = r->outcomes[0].second;
+    std::printf("%s: %s\n", id.c_str(), kWords[static_cast<int>(outcome)]);
+    return outcome == zexec::proto::CancelOutcome::cancelled ? 0 : kTaskFailed;
+  }
+  std::fprintf(stderr, "zexec: no answer from zexecd at %s\n", endpoint.c_str());
+  return kUnreachable;
+}
+
 int status(const std::string& endpoint, bool as_json) {
   auto reply = ask(endpoint, zexec::proto::Status{});
   if (!reply) return kUnreachable;
@@ -94,15 +134,15 @@ int status(const std::string& endpoint, bool as_json) {
                 st.at("uptime_ms").as<double>() / 1000, st.at("stopping").as<bool>() ? ", STOPPING" : "");
     std::printf("tasks: %lu owned, %lu queued\n", st.at("tasks").as<unsigned long>(),
                 st.at("queued").as<unsigned long>());
-    std::printf("\n%-5s %-8s %-9s %5s %10s %10s %9s\n", "slot", "pid", "state", "held", "done", "running",
-                "rss MiB");
+    std::printf("\n%-5s %-8s %-9s %5s %10s %10s %9s  %s\n", "slot", "pid", "state", "held", "done", "running",
+                "rss MiB", "task (CLIENT:TASK name)");
     for (auto& w : st.at("workers").as<std::vector<Map>>()) {
       long running = w.at("running_ms").as<long>();
-      std::printf("%-5d %-8d %-9s %5lu %10lu %10s %9.1f\n", w.at("slot").as<int>(), w.at("pid").as<int>(),
+      std::printf("%-5d %-8d %-9s %5lu %10lu %10s %9.1f  %s\n", w.at("slot").as<int>(), w.at("pid").as<int>(),
                   w.at("state").as<std::string>().c_str(), w.at("held").as<unsigned long>(),
                   w.at("tasks_done").as<unsigned long>(),
                   running < 0 ? "-" : (std::to_string(running) + " ms").c_str(),
-                  w.at("rss_bytes").as<double>() / (1 << 20));
+                  w.at("rss_bytes").as<double>() / (1 << 20), w.at("running_task").as<std::string>().c_str());
     }
     auto clients = st.at("clients").as<std::vector<Map>>();
     std::printf("\n%zu clients\n", clients.size());
@@ -178,6 +218,9 @@ int main(int argc, char** argv) {
       return submit(endpoint, args[1], std::vector<std::string>(args.begin() + 2, args.end()));
     if (args[0] == "map" && args.size() == 2) return map(endpoint, args[1]);
     if (args[0] == "drain" && args.size() == 1) return drain(endpoint);
+    if (args[0] == "cancel" && args.size() == 2) return cancel(endpoint, args[1], false);
+    if (args[0] == "cancel" && args.size() == 3 && args[1] == "--force")
+      return cancel(endpoint, args[2], true);
   } catch (const zexec::ConnectionError& e) {
     std::fprintf(stderr, "zexec: %s\n", e.what());
     return kUnreachable;

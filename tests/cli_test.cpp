@@ -7,6 +7,7 @@
 
 using namespace zexec::test;
 using namespace std::chrono_literals;
+namespace proto = zexec::proto;
 
 namespace {
 
@@ -92,4 +93,30 @@ TEST(Cli, DrainStopsTheDaemonGracefully) {
   EXPECT_EQ(r.status, 0) << r.err;
   ASSERT_TRUE(d.process().wait_exit(15s));
   EXPECT_TRUE(d.process().exited_ok());
+}
+
+TEST(Cli, CancelTakesAnotherClientsTaskByTheIdStatusShows) {
+  TempDir dir;
+  Daemon d(1);
+  zmq::context_t ctx;
+  RawClient c(ctx, d.endpoint());
+  c.submit(1, "sleep", args(30.0));
+  ASSERT_TRUE(c.collect([&] { return c.started.count(1) > 0; }, 10s));
+  c.submit(2, "echo", args(2));  // queued behind the sleep (the worker is stuck in it)
+  std::string zexec = bin_path("zexec") + " --endpoint " + d.endpoint();
+  auto status = sh(dir, zexec + " status");
+  EXPECT_NE(status.out.find("1:1 sleep"), std::string::npos) << status.out;  // CLIENT:TASK name
+  auto queued = sh(dir, zexec + " cancel 1:2");
+  EXPECT_EQ(queued.status, 0) << queued.out << queued.err;
+  EXPECT_EQ(queued.out, "1:2: cancelled\n");
+  auto running = sh(dir, zexec + " cancel 1:1");
+  EXPECT_EQ(running.status, 1);
+  EXPECT_NE(running.out.find("running"), std::string::npos);
+  auto forced = sh(dir, zexec + " cancel --force 1:1");
+  EXPECT_EQ(forced.status, 0) << forced.out << forced.err;
+  // The owner hears of both as events, so its futures end.
+  ASSERT_TRUE(c.wait_finals(2, 20s));
+  EXPECT_EQ(c.finals[1].kind, proto::Outcome::cancelled);
+  EXPECT_EQ(c.finals[2].kind, proto::Outcome::cancelled);
+  EXPECT_EQ(sh(dir, zexec + " cancel nonsense").status, 2);
 }

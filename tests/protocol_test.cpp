@@ -80,6 +80,9 @@ TEST(Protocol, ClientMessagesRoundTrip) {
   round_trip(proto::Bye{});
   round_trip(proto::Status{});
   round_trip(proto::Drain{});
+  auto ac = round_trip(proto::AdminCancel{3, 9, {4, 5}, true});
+  EXPECT_EQ(ac.client_id, 9u);
+  EXPECT_TRUE(ac.force);
   EXPECT_EQ(round_trip(proto::StatusReply{pack(1, 2)}).body, pack(1, 2));
   auto e = round_trip(proto::Error{"bad_message", "what went wrong"});
   EXPECT_EQ(e.code, "bad_message");

@@ -90,6 +90,7 @@ struct CancelRequest {
   std::vector<std::pair<std::uint64_t, zexec::proto::CancelOutcome>> outcomes;
   int waiting = 0;  // tasks whose revoke (or forced stop) is still in flight
   bool force = false;
+  std::string reply_to;  // ROUTER id of an admin who asked (admin_cancel); empty: the owning client
 };
 
 struct Counters {
@@ -124,7 +125,9 @@ class Broker {
   void on_client_frame(const std::string& rid, std::string_view frame, std::size_t extra_frames);
   void on_hello(const std::string& rid, const zexec::proto::Hello& m);
   void on_submit(Client& c, zexec::proto::Submit& m);
-  void on_cancel(Client& c, const zexec::proto::Cancel& m);
+  // A cancel from the owning client, or (`admin` = the asker's ROUTER id) from anyone else: then the
+  // owner learns of each cancelled task through a `cancelled` event.
+  void on_cancel(Client& c, const zexec::proto::Cancel& m, const std::string& admin = {});
   void on_ack(Client& c, std::uint64_t seq);
   void drop_client(std::uint64_t client_id, const char* why);
   void reply(const std::string& rid, const zexec::proto::Message& m);
@@ -166,7 +169,8 @@ class Broker {
   void task_failed(Handle h, zexec::proto::Event&& e, Failure why);
   Clock::time_point requeue_due_retries(Clock::time_point now);
   void set_cancel_outcome(Handle h, zexec::proto::CancelOutcome outcome);
-  bool cancel_forced(Handle h) const;
+  template <class Pred>
+  bool any_cancel_request(Handle h, Pred pred) const;
   void cancel_task(Handle h);
   void cancel_missed(Worker& w, Handle h);
   void kill_worker(Worker& w, KilledBy why, int sig);

@@ -71,6 +71,12 @@ void Broker::on_client_frame(const std::string& rid, std::string_view frame, std
   proto::Message& m = *d.message;
   if (auto* hello = std::get_if<proto::Hello>(&m)) return on_hello(rid, *hello);
   if (std::holds_alternative<proto::Status>(m)) return reply(rid, proto::StatusReply{status_body()});
+  if (auto* a = std::get_if<proto::AdminCancel>(&m)) {
+    Client* owner = find_client(a->client_id);
+    if (!owner)
+      return reply(rid, proto::Error{"unknown_client", "no client " + std::to_string(a->client_id)});
+    return on_cancel(*owner, proto::Cancel{a->request_id, a->task_ids, a->force}, rid);
+  }
   if (std::holds_alternative<proto::Drain>(m)) {
     spdlog::info("drain requested by a client");
     begin_shutdown();
@@ -170,8 +176,8 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
   }
 }
 
-void Broker::on_cancel(Client& c, const proto::Cancel& m) {
-  CancelRequest req{c.id, m.request_id, {}, 0, m.force};
+void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& admin) {
+  CancelRequest req{c.id, m.request_id, {}, 0, m.force, admin};
   // Revokes and kills go out once all ids are looked at, so one request costs one revoke per worker.
   std::unordered_map<int, std::vector<Handle>> to_revoke;
   std::vector<int> to_kill;  // workers running a force-cancelled task
@@ -190,6 +196,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m) {
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
       // A queued handle stays in its queue, stale: next_queued() skips it.
       if (t->state == TaskState::queued) --queued_;
+      if (!admin.empty()) post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
       req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
       counters_.cancelled++;
       c.tasks.erase(it);
@@ -208,7 +215,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m) {
     }
   }
   if (req.waiting == 0) {
-    reply(c.routing_id, proto::CancelReply{req.request_id, std::move(req.outcomes)});
+    reply(admin.empty() ? c.routing_id : admin, proto::CancelReply{req.request_id, std::move(req.outcomes)});
     return;
   }
   int req_index = static_cast<int>(cancels_.size());
@@ -231,7 +238,9 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m) {
 void Broker::finish_cancel(int req_index) {
   auto& req = cancels_[req_index];
   if (!req || --req->waiting > 0) return;
-  if (Client* c = find_client(req->client_id))
+  if (!req->reply_to.empty())
+    reply(req->reply_to, proto::CancelReply{req->request_id, std::move(req->outcomes)});
+  else if (Client* c = find_client(req->client_id))
     reply(c->routing_id, proto::CancelReply{req->request_id, std::move(req->outcomes)});
   req.reset();
 }

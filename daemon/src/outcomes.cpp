@@ -93,13 +93,14 @@ void Broker::set_cancel_outcome(Handle h, proto::CancelOutcome outcome) {
   }
 }
 
-bool Broker::cancel_forced(Handle h) const {
+template <class Pred>
+bool Broker::any_cancel_request(Handle h, Pred pred) const {
   const Task* t = const_cast<TaskTable&>(tasks_).get(h);
   if (!t || t->cancel_req < 0) return false;
-  if (cancels_[t->cancel_req] && cancels_[t->cancel_req]->force) return true;
+  if (cancels_[t->cancel_req] && pred(*cancels_[t->cancel_req])) return true;
   auto [b, e] = extra_cancels_.equal_range(h);
   for (auto it = b; it != e; ++it)
-    if (cancels_[it->second] && cancels_[it->second]->force) return true;
+    if (cancels_[it->second] && pred(*cancels_[it->second])) return true;
   return false;
 }
 
@@ -107,6 +108,9 @@ void Broker::cancel_task(Handle h) {
   Task* t = tasks_.get(h);
   if (!t) return;
   counters_.cancelled++;
+  // Cancelled by someone else than its owner: the owner hears of it as an event.
+  if (any_cancel_request(h, [](const CancelRequest& r) { return !r.reply_to.empty(); }))
+    post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
   set_cancel_outcome(h, proto::CancelOutcome::cancelled);
   if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
   tasks_.release(h);
@@ -119,7 +123,7 @@ void Broker::cancel_missed(Worker& w, Handle h) {
   if (!t) return;
   t->revoking = false;
   if (t->cancel_req < 0) return;
-  if (cancel_forced(h))
+  if (any_cancel_request(h, [](const CancelRequest& r) { return r.force; }))
     kill_worker(w, KilledBy::cancel, SIGTERM);
   else
     set_cancel_outcome(h, proto::CancelOutcome::running);

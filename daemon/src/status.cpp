@@ -48,8 +48,13 @@ std::string Broker::status_body() const {
   pk.pack_array(n);
   for (const auto& w : workers_) {
     if (!w) continue;
-    pk.pack_map(8);
+    pk.pack_map(9);
     kv(pk, "slot", w->slot);
+    // What it runs, as "CLIENT:TASK name": the id `zexec cancel` takes.
+    std::string running;
+    if (const Task* t = w->running ? const_cast<TaskTable&>(tasks_).get(w->running) : nullptr)
+      running = std::to_string(t->client_id) + ":" + std::to_string(t->client_task_id) + " " + t->name;
+    kv(pk, "running_task", running);
     kv(pk, "pid", static_cast<std::int64_t>(w->pid));
     kv(pk, "state", std::string_view(state_name(w->state)));
     kv(pk, "held", static_cast<std::uint64_t>(w->held.size()));

@@ -140,6 +140,13 @@ struct BodyPacker {
   }
   void operator()(const Status&) { header(Type::status, 0); }
   void operator()(const Drain&) { header(Type::drain, 0); }
+  void operator()(const AdminCancel& m) {
+    header(Type::admin_cancel, 4);
+    pk.pack(m.request_id);
+    pk.pack(m.client_id);
+    pack_ids(pk, m.task_ids);
+    pk.pack(m.force);
+  }
   void operator()(const StatusReply& m) {
     header(Type::status_reply, 1);
     pack_bin(pk, m.body);
@@ -341,6 +348,10 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
     case Type::drain:
       need(0);
       return Drain{};
+    case Type::admin_cancel:
+      need(4);
+      return AdminCancel{get_uint(f[0], "request id"), get_uint(f[1], "client id"), get_ids(f[2], "task ids"),
+                         get_bool(f[3], "force")};
     case Type::status_reply:
       need(1);
       return StatusReply{get_bytes(f[0], "status body")};
@@ -377,7 +388,7 @@ Message decode_body(Type type, const Obj* f, std::uint32_t n) {
 }
 
 bool known_type(std::uint64_t t) {
-  return (t >= 1 && t <= 13) || (t >= 20 && t <= 22) || (t >= 30 && t <= 32);
+  return (t >= 1 && t <= 14) || (t >= 20 && t <= 22) || (t >= 30 && t <= 32);
 }
 
 }  // namespace
@@ -391,11 +402,10 @@ std::string default_endpoint() {
 
 Type type_of(const Message& m) {
   static constexpr Type kTypes[] = {
-      Type::hello,        Type::welcome,      Type::submit,        Type::cancel,
-      Type::cancel_reply, Type::ack,          Type::heartbeat,     Type::bye,
-      Type::error,        Type::status,       Type::status_reply,  Type::drain,
-      Type::update,       Type::worker_hello, Type::worker_events, Type::worker_revoked,
-      Type::tasks,        Type::revoke,       Type::shutdown};
+      Type::hello,         Type::welcome,        Type::submit,       Type::cancel, Type::cancel_reply,
+      Type::ack,           Type::heartbeat,      Type::bye,          Type::error,  Type::status,
+      Type::status_reply,  Type::drain,          Type::admin_cancel, Type::update, Type::worker_hello,
+      Type::worker_events, Type::worker_revoked, Type::tasks,        Type::revoke, Type::shutdown};
   return kTypes[m.index()];
 }
 
@@ -425,6 +435,8 @@ const char* type_name(Type t) {
       return "status_reply";
     case Type::drain:
       return "drain";
+    case Type::admin_cancel:
+      return "admin_cancel";
     case Type::update:
       return "update";
     case Type::worker_hello:

@@ -37,6 +37,7 @@ enum class Type : std::uint8_t {
   status = 11,        // anyone -> daemon: what are you doing? (no hello needed)
   status_reply = 12,  // daemon -> asker: a msgpack map of state and counters
   drain = 13,         // anyone -> daemon: stop as on SIGTERM (answered with status_reply)
+  admin_cancel = 14,  // anyone -> daemon: cancel another client's tasks (answered with cancel_reply)
   // daemon (PUSH, one per client) -> client (PULL)
   update = 10,  // task events: started / ok / error / cancelled
   // worker (PUSH) -> daemon (PULL, shared by all workers)
@@ -112,6 +113,12 @@ struct Error {
 };
 struct Status {};
 struct Drain {};
+struct AdminCancel {
+  std::uint64_t request_id = 0;
+  std::uint64_t client_id = 0;  // whose tasks (see `status`)
+  std::vector<std::uint64_t> task_ids;
+  bool force = false;
+};
 struct StatusReply {
   std::string body;  // msgpack map (opaque to the protocol module); see PROTOCOL.md
 };
@@ -142,9 +149,9 @@ struct Revoke {
 };
 struct Shutdown {};
 
-using Message =
-    std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Status, StatusReply,
-                 Drain, Update, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke, Shutdown>;
+using Message = std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Status,
+                             StatusReply, Drain, AdminCancel, Update, WorkerHello, WorkerEvents,
+                             WorkerRevoked, Tasks, Revoke, Shutdown>;
 
 // Where zexecd listens unless told otherwise, and where clients look first:
 // ipc:///run/zexec/zexecd.sock as root, else ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock (/tmp without it).
