@@ -15,6 +15,7 @@
 
 #include "client_core.hpp"
 #include "endpoint.hpp"
+#include "zexec/detail/zmq_io.hpp"
 
 namespace zexec::detail {
 
@@ -130,7 +131,7 @@ void ClientCore::take_work(bool& stop) {
 
 bool ClientCore::send_frame(const std::string& frame) {
   try {
-    if (!dealer_.send(zmq::buffer(frame), zmq::send_flags::dontwait)) return false;
+    if (!detail::send_now(dealer_, zmq::buffer(frame))) return false;
   } catch (const zmq::error_t& e) {
     set_last_error(std::string("send to zexecd failed: ") + e.what());
     return true;  // dropped: holding it would retry forever
@@ -186,7 +187,7 @@ void ClientCore::say_bye() noexcept {
     std::string bye = proto::encode(proto::Bye{});
     auto deadline = Clock::now() + options_.linger;
     for (;;) {
-      if (dealer_.send(zmq::buffer(bye), zmq::send_flags::dontwait)) return;
+      if (detail::send_now(dealer_, zmq::buffer(bye))) return;
       auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return;
       zmq::pollitem_t item{dealer_.handle(), 0, ZMQ_POLLOUT, 0};
@@ -202,11 +203,11 @@ void ClientCore::say_bye() noexcept {
 void ClientCore::read_dealer() {
   for (int i = 0; i < kReadBudget; ++i) {
     zmq::message_t msg;
-    if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) return;
+    if (!detail::recv_now(dealer_, msg)) return;
     last_recv_ = Clock::now();
     while (msg.more()) {  // the protocol is one frame per message: skip any extra frames
       zmq::message_t extra;
-      if (!dealer_.recv(extra, zmq::recv_flags::dontwait) || !extra.more()) break;
+      if (!detail::recv_rest(dealer_, extra) || !extra.more()) break;
     }
     proto::Decoded d = proto::decode(msg.to_string_view());
     if (!d) {
@@ -220,7 +221,7 @@ void ClientCore::read_dealer() {
 void ClientCore::read_results() {
   for (int i = 0; i < kReadBudget; ++i) {
     zmq::message_t msg;
-    if (!results_.recv(msg, zmq::recv_flags::dontwait)) return;
+    if (!detail::recv_now(results_, msg)) return;
     last_recv_ = Clock::now();
     proto::Decoded d = proto::decode(msg.to_string_view());
     if (!d) {

@@ -116,7 +116,14 @@ int Broker::run() {
   std::vector<std::uint64_t> poll_clients;
   for (;;) {
     auto now = Clock::now();
-    auto next = tick(now);
+    Clock::time_point next;
+    try {
+      next = tick(now);
+    } catch (const std::exception& e) {
+      counters_.loop_errors++;
+      spdlog::error("event loop: {} (going on)", e.what());
+      next = now + std::chrono::milliseconds(10);
+    }
     if (stopping_ && shutdown_complete()) break;
 
     items.clear();
@@ -150,20 +157,26 @@ int Broker::run() {
       items[2].revents = ZMQ_POLLIN;
     }
 
-    // Events before exits: a worker's last results must be read before its death is handled.
-    if (items[1].revents & ZMQ_POLLIN) read_events();
-    if (items[2].revents) handle_signals();
-    if (items[0].revents & ZMQ_POLLIN) read_front();
-    std::size_t k = 3;
-    for (auto [slot, id] : poll_workers)
-      if ((items[k++].revents & ZMQ_POLLOUT) && workers_[slot] && workers_[slot]->id == id)
-        flush_worker(*workers_[slot]);
-    now = Clock::now();
-    for (auto id : poll_clients)
-      if (items[k++].revents & ZMQ_POLLOUT)
-        if (Client* c = find_client(id)) flush_client(*c, now);
-    dispatch(now);
-    flush_clients(now);
+    // The loop outlives anything a handler throws: log it, count it, go on.
+    try {
+      // Events before exits: a worker's last results must be read before its death is handled.
+      if (items[1].revents & ZMQ_POLLIN) read_events();
+      if (items[2].revents) handle_signals();
+      if (items[0].revents & ZMQ_POLLIN) read_front();
+      std::size_t k = 3;
+      for (auto [slot, id] : poll_workers)
+        if ((items[k++].revents & ZMQ_POLLOUT) && workers_[slot] && workers_[slot]->id == id)
+          flush_worker(*workers_[slot]);
+      now = Clock::now();
+      for (auto id : poll_clients)
+        if (items[k++].revents & ZMQ_POLLOUT)
+          if (Client* c = find_client(id)) flush_client(*c, now);
+      dispatch(now);
+      flush_clients(now);
+    } catch (const std::exception& e) {
+      counters_.loop_errors++;
+      spdlog::error("event loop: {} (going on)", e.what());
+    }
   }
   // Give the last frames (final events, cancel replies) a moment to leave: linger, bounded.
   front_.set(zmq::sockopt::linger, 1000);

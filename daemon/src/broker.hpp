@@ -95,7 +95,7 @@ struct CancelRequest {
 
 struct Counters {
   std::uint64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0, crashed = 0, timed_out = 0;
-  std::uint64_t retried = 0, quarantined = 0, clients_dropped = 0, replies_dropped = 0;
+  std::uint64_t retried = 0, quarantined = 0, clients_dropped = 0, replies_dropped = 0, loop_errors = 0;
   std::uint64_t bad_client_frames = 0, bad_worker_frames = 0, worker_restarts = 0;
 };
 

@@ -6,10 +6,15 @@
 #include <unordered_set>
 
 #include "broker.hpp"
+#include "zexec/detail/zmq_io.hpp"
 
 namespace zexecd {
 
 namespace proto = zexec::proto;
+using zexec::detail::recv_now;
+using zexec::detail::recv_rest;
+using zexec::detail::send_now;
+using zexec::detail::send_rest;
 
 namespace {
 constexpr int kReadBudget = 256;               // frames per socket per loop turn: batching without starvation
@@ -33,13 +38,13 @@ Client* Broker::find_client(std::uint64_t id) {
 void Broker::read_front() {
   for (int n = 0; n < kReadBudget; ++n) {
     zmq::message_t rid, frame;
-    if (!front_.recv(rid, zmq::recv_flags::dontwait)) return;
+    if (!recv_now(front_, rid)) return;
     if (!rid.more()) continue;  // ROUTER always prefixes the identity; nothing to answer
-    if (!front_.recv(frame, zmq::recv_flags::dontwait)) return;
+    if (!recv_rest(front_, frame)) return;
     std::size_t extra = 0;
     while (frame.more()) {  // a well-behaved client sends exactly one frame
       zmq::message_t skip;
-      if (!front_.recv(skip, zmq::recv_flags::dontwait)) break;
+      if (!recv_rest(front_, skip)) break;
       ++extra;
       if (!skip.more()) break;
     }
@@ -300,8 +305,8 @@ void Broker::reply(const std::string& rid, const proto::Message& m) {
 // is gone (EHOSTUNREACH) counts as sent: nobody is left to tell.
 bool Broker::send_reply(const std::string& rid, const std::string& frame) {
   try {
-    if (!front_.send(zmq::buffer(rid), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
-    front_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+    if (!send_now(front_, zmq::buffer(rid), zmq::send_flags::sndmore)) return false;
+    send_rest(front_, zmq::buffer(frame));
   } catch (const zmq::error_t& e) {
     spdlog::debug("reply to a departed client dropped: {}", e.what());
   }
@@ -327,7 +332,7 @@ void Broker::post_event(Task& t, proto::Event&& e) {
 void Broker::flush_client(Client& c, Clock::time_point now) {
   for (;;) {
     if (c.held) {
-      if (!c.results.send(zmq::buffer(*c.held), zmq::send_flags::dontwait)) return;
+      if (!send_now(c.results, zmq::buffer(*c.held))) return;
       c.held.reset();
       c.last_sent = now;
     }
@@ -378,7 +383,7 @@ void Broker::client_timers(Clock::time_point now) {
     if (!c->unacked.empty() && !c->held && now - c->oldest_unacked_sent > 5 * heartbeat) {
       spdlog::debug("client {}: resending {} unacknowledged updates", id, c->unacked.size());
       for (auto& [seq, frame] : c->unacked)
-        if (!c->results.send(zmq::buffer(frame), zmq::send_flags::dontwait)) break;
+        if (!send_now(c->results, zmq::buffer(frame))) break;
       c->oldest_unacked_sent = now;
     }
   }

@@ -9,10 +9,15 @@
 
 #include "broker.hpp"
 #include "spawn.hpp"
+#include "zexec/detail/zmq_io.hpp"
 
 namespace zexecd {
 
 namespace proto = zexec::proto;
+using zexec::detail::recv_now;
+using zexec::detail::recv_rest;
+using zexec::detail::send_now;
+using zexec::detail::send_rest;
 
 namespace {
 constexpr int kReadBudget = 256;
@@ -58,11 +63,10 @@ void Broker::spawn_worker(int slot) {
 void Broker::read_events() {
   for (int n = 0; n < kReadBudget; ++n) {
     zmq::message_t frame;
-    if (!events_.recv(frame, zmq::recv_flags::dontwait)) return;
+    if (!recv_now(events_, frame)) return;
     if (frame.more()) {  // a zexec message is one frame: drop the whole multipart message
       std::size_t parts = 1;
-      for (zmq::message_t rest; frame.more() && events_.recv(rest, zmq::recv_flags::dontwait); ++parts)
-        frame = std::move(rest);
+      for (zmq::message_t rest; frame.more() && recv_rest(events_, rest); ++parts) frame = std::move(rest);
       counters_.bad_worker_frames++;
       spdlog::warn("refused a worker message of {} frames (expected 1)", parts);
       continue;
@@ -410,14 +414,14 @@ void Broker::revoke(Worker& w, const std::vector<Handle>& handles) {
 }
 
 bool Broker::send_to_worker(Worker& w, std::string&& msg) {
-  if (w.pending.empty() && w.tasks.send(zmq::buffer(msg), zmq::send_flags::dontwait)) return true;
+  if (w.pending.empty() && send_now(w.tasks, zmq::buffer(msg))) return true;
   w.pending.push_back(std::move(msg));
   return false;
 }
 
 void Broker::flush_worker(Worker& w) {
   while (!w.pending.empty()) {
-    if (!w.tasks.send(zmq::buffer(w.pending.front()), zmq::send_flags::dontwait)) return;
+    if (!send_now(w.tasks, zmq::buffer(w.pending.front()))) return;
     w.pending.pop_front();
   }
 }

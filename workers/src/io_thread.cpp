@@ -12,6 +12,7 @@
 #include <zmq.hpp>
 
 #include "log.hpp"
+#include "zexec/detail/zmq_io.hpp"
 
 namespace zexec::worker_internal {
 namespace {
@@ -141,7 +142,7 @@ int Session::serve(const proto::WorkerHello& hello) {
 void Session::receive_frames() {
   for (int i = 0; i < kMaxFramesPerWake; ++i) {
     zmq::message_t msg;
-    if (!tasks_.recv(msg, zmq::recv_flags::dontwait)) return;
+    if (!zexec::detail::recv_now(tasks_, msg)) return;
     // Every zexec message is one frame; a multipart message is refused as a whole.
     if (discarding_parts_ || msg.more()) {
       if (!discarding_parts_) log_warning("dropped a multipart message from the daemon");
@@ -214,7 +215,7 @@ void Session::queue(const proto::Message& m) {
 
 void Session::send_pending() {
   while (!pending_.empty()) {
-    if (!events_.send(pending_.front(), zmq::send_flags::dontwait)) return;  // EAGAIN: HWM reached
+    if (!zexec::detail::send_now(events_, pending_.front())) return;  // EAGAIN: HWM reached (or EINTR)
     pending_.pop_front();
   }
 }
