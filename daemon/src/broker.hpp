@@ -25,9 +25,18 @@
 #include "notify.hpp"
 #include "options.hpp"
 #include "task_table.hpp"
+#include "zexec/detail/zmq_io.hpp"
 #include "zexec/protocol.hpp"
 
 namespace zexecd {
+
+using zexec::detail::recv_now;
+using zexec::detail::recv_rest;
+using zexec::detail::send_now;
+using zexec::detail::send_rest;
+
+// Frames read from one socket per loop turn: batching without starving the other sockets.
+inline constexpr int kReadBudget = 256;
 
 using Clock = std::chrono::steady_clock;
 using Handle = TaskTable::Handle;

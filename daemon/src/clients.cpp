@@ -6,18 +6,12 @@
 #include <unordered_set>
 
 #include "broker.hpp"
-#include "zexec/detail/zmq_io.hpp"
 
 namespace zexecd {
 
 namespace proto = zexec::proto;
-using zexec::detail::recv_now;
-using zexec::detail::recv_rest;
-using zexec::detail::send_now;
-using zexec::detail::send_rest;
 
 namespace {
-constexpr int kReadBudget = 256;               // frames per socket per loop turn: batching without starvation
 constexpr std::size_t kMaxHeldReplies = 1024;  // replies held for a client before it is given up
 constexpr std::size_t kMaxEventsPerUpdate = 8192;
 constexpr std::size_t kMaxUpdateBytes = 4 << 20;

@@ -9,18 +9,12 @@
 
 #include "broker.hpp"
 #include "spawn.hpp"
-#include "zexec/detail/zmq_io.hpp"
 
 namespace zexecd {
 
 namespace proto = zexec::proto;
-using zexec::detail::recv_now;
-using zexec::detail::recv_rest;
-using zexec::detail::send_now;
-using zexec::detail::send_rest;
 
 namespace {
-constexpr int kReadBudget = 256;
 constexpr int kFlapping = 3;  // deaths before hello, in a row, after which a slot counts as broken
 constexpr auto kMaxRespawnDelay = std::chrono::seconds(10);
 constexpr std::size_t kMaxBatchBytes = 8 << 20;   // well under ZMQ_MAXMSGSIZE, whatever the args
