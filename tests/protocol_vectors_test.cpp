@@ -1,0 +1,266 @@
+// Shared test vectors: tests/vectors/protocol.txt holds the exact bytes of one message of every
+// type (and frames every decoder must refuse). This suite and the Python one
+// (tests/python/test_vectors.py) each build the same messages with their own encoder and must
+// produce those bytes, so the two implementations agree byte for byte.
+//
+// The file is the contract, not this test: change it only with the protocol version in mind.
+// After a deliberate change, regenerate it with ZEXEC_WRITE_VECTORS=1 ./protocol_vectors_test.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <msgpack.hpp>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include "zexec/protocol.hpp"
+
+namespace proto = zexec::proto;
+
+namespace {
+
+const std::string kVectorFile = std::string(ZEXEC_SOURCE_DIR) + "/tests/vectors/protocol.txt";
+
+struct Vector {
+  const char* name;
+  const char* literal;  // the message as a Python literal, for readers of the file
+  std::string bytes;
+};
+
+// msgpack of [1, "a"] and of [0.25]: task arguments are opaque bytes on every hop.
+const std::string kArgs = std::string(
+    "\x92\x01\xa1"
+    "a",
+    4);
+const std::string kArgsFloat = std::string("\x91\xcb\x3f\xd0\x00\x00\x00\x00\x00\x00", 10);
+
+proto::TaskSpec task(std::uint64_t id, std::string name, std::string args) {
+  proto::TaskSpec t;
+  t.id = id;
+  t.name = std::move(name);
+  t.args = std::move(args);
+  return t;
+}
+
+proto::Event event(std::uint64_t id, proto::Outcome kind, std::string value = {}, std::string type = {},
+                   std::string message = {}) {
+  return proto::Event{id, kind, std::move(value), std::move(type), std::move(message)};
+}
+
+template <class... A>
+std::string raw(const A&... a) {  // an arbitrary msgpack array, for frames no encoder makes
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_array(sizeof...(a));
+  (pk.pack(a), ...);
+  return std::string(buf.data(), buf.size());
+}
+
+std::vector<Vector> good_vectors() {
+  using O = proto::Outcome;
+  proto::TaskSpec with_options = task(2, "sleep", kArgsFloat);
+  with_options.timeout_ms = 5000;
+  with_options.retries = 2;
+  proto::TaskSpec all_options = task(3, "echo", kArgs);
+  all_options.timeout_ms = 1;
+  all_options.retries = 2;
+  all_options.crash_retries = 3;
+  all_options.retry_backoff_ms = 100000;
+  msgpack::sbuffer body;
+  msgpack::packer<msgpack::sbuffer> pk(body);
+  pk.pack_map(1);
+  pk.pack(std::string("uptime_ms"));
+  pk.pack(5);
+  std::string status_body(body.data(), body.size());
+
+  const std::uint64_t handle = (1ULL << 32) | 1;  // daemon handles: generation << 32 | slot
+  return {
+      {"hello", R"([1, 1, "demo", 4242])", proto::encode(proto::Hello{"demo", 4242})},
+      {"welcome", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000])",
+       proto::encode(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000})},
+      {"submit", R"([1, 3, [[1, "echo", b"\x92\x01\xa1a"]]])",
+       proto::encode(proto::Submit{{task(1, "echo", kArgs)}})},
+      {"submit_options",
+       R"([1, 3, [[1, "echo", b"\x92\x01\xa1a"], [2, "sleep", b"\x91\xcb\x3f\xd0\x00\x00\x00\x00\x00\x00", {"timeout_ms": 5000, "retries": 2}]]])",
+       proto::encode(proto::Submit{{task(1, "echo", kArgs), with_options}})},
+      {"submit_all_options",
+       R"([1, 3, [[3, "echo", b"\x92\x01\xa1a", {"timeout_ms": 1, "retries": 2, "crash_retries": 3, "retry_backoff_ms": 100000}]]])",
+       proto::encode(proto::Submit{{all_options}})},
+      {"cancel", R"([1, 4, 9, [1, 2, 3], False])", proto::encode(proto::Cancel{9, {1, 2, 3}, false})},
+      {"cancel_force", R"([1, 4, 10, [18446744073709551615], True])",
+       proto::encode(proto::Cancel{10, {UINT64_MAX}, true})},
+      {"cancel_reply", R"([1, 5, 9, [[1, 0], [2, 1], [3, 2]]])",
+       proto::encode(proto::CancelReply{9,
+                                        {{1, proto::CancelOutcome::cancelled},
+                                         {2, proto::CancelOutcome::running},
+                                         {3, proto::CancelOutcome::finished}}})},
+      {"ack", R"([1, 6, 5])", proto::encode(proto::Ack{5})},
+      {"ack_large", R"([1, 6, 4294967296])", proto::encode(proto::Ack{1ULL << 32})},
+      {"heartbeat", R"([1, 7])", proto::encode(proto::Heartbeat{})},
+      {"bye", R"([1, 8])", proto::encode(proto::Bye{})},
+      {"error", R"([1, 9, "bad_message", "task args: expected bin, got int"])",
+       proto::encode(proto::Error{"bad_message", "task args: expected bin, got int"})},
+      {"update",
+       R"([1, 10, 1, [[1, 0], [2, 1, b"\x2a"], [3, 2, "ValueError", "bad value"], [4, 3], [5, 2, "WorkerCrashed", "worker killed by signal 9"]]])",
+       proto::encode(proto::Update{
+           1,
+           {event(1, O::started), event(2, O::ok, "\x2a"), event(3, O::error, {}, "ValueError", "bad value"),
+            event(4, O::cancelled), event(5, O::error, {}, "WorkerCrashed", "worker killed by signal 9")}})},
+      {"status", R"([1, 11])", proto::encode(proto::Status{})},
+      {"status_reply", R"([1, 12, b"\x81\xa9uptime_ms\x05"])",
+       proto::encode(proto::StatusReply{status_body})},
+      {"drain", R"([1, 13])", proto::encode(proto::Drain{})},
+      {"admin_cancel", R"([1, 14, 3, 7, [42], True])", proto::encode(proto::AdminCancel{3, 7, {42}, true})},
+      {"worker_hello", R"([1, 20, 3, 1234, 64, ["add", "echo"]])",
+       proto::encode(proto::WorkerHello{3, 1234, 64, {"add", "echo"}})},
+      {"worker_hello_no_names", R"([1, 20, 3, 1234, 1, []])",
+       proto::encode(proto::WorkerHello{3, 1234, 1, {}})},
+      {"worker_events", R"([1, 21, 3, 1500, [[4294967297, 0], [4294967297, 1, b"\xc0"]]])",
+       proto::encode(
+           proto::WorkerEvents{3, 1500, {event(handle, O::started), event(handle, O::ok, "\xc0")}})},
+      {"worker_heartbeat", R"([1, 21, 3, 0, []])", proto::encode(proto::WorkerEvents{3, 0, {}})},
+      {"worker_revoked", R"([1, 22, 3, [4294967297, 8589934594]])",
+       proto::encode(proto::WorkerRevoked{3, {handle, (2ULL << 32) | 2}})},
+      {"tasks", R"([1, 30, [[4294967297, "echo", b"\x92\x01\xa1a"]]])",
+       proto::encode(proto::Tasks{{task(handle, "echo", kArgs)}})},
+      {"tasks_options",
+       R"([1, 30, [[4294967297, "echo", b"\x92\x01\xa1a", {"timeout_ms": 5000, "retries": 2}]]])",
+       [&] {
+         proto::TaskSpec t = task(handle, "echo", kArgs);
+         t.timeout_ms = 5000;
+         t.retries = 2;
+         return proto::encode(proto::Tasks{{t}});
+       }()},
+      {"revoke", R"([1, 31, [4294967297]])", proto::encode(proto::Revoke{{handle}})},
+      {"shutdown", R"([1, 32])", proto::encode(proto::Shutdown{})},
+  };
+}
+
+std::vector<Vector> bad_vectors() {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_array(3);
+  pk.pack(1);
+  pk.pack(3);
+  pk.pack_array(1);
+  pk.pack_array(4);
+  pk.pack(1);
+  pk.pack(std::string("echo"));
+  pk.pack_bin(1);
+  pk.pack_bin_body("\x90", 1);
+  pk.pack_map(1);
+  pk.pack(std::string("bogus"));
+  pk.pack(1);
+  std::string unknown_option(b.data(), b.size());
+  msgpack::sbuffer e;
+  msgpack::packer<msgpack::sbuffer> pe(e);
+  pe.pack_array(4);
+  pe.pack(1);
+  pe.pack(10);
+  pe.pack(1);
+  pe.pack_array(1);
+  pe.pack_array(2);
+  pe.pack(1);
+  pe.pack(9);
+  std::string bad_event_kind(e.data(), e.size());
+  return {
+      {"empty", R"(b"")", std::string()},
+      {"not_an_array", R"(1)", std::string("\x01", 1)},
+      {"version_2", R"([2, 7])", raw(2, 7)},
+      {"unknown_type", R"([1, 99])", raw(1, 99)},
+      {"missing_field", R"([1, 1, "demo"])", raw(1, 1, std::string("demo"))},
+      {"extra_field", R"([1, 7, 0])", raw(1, 7, 0)},
+      {"wrong_field_type", R"([1, 6, "5"])", raw(1, 6, std::string("5"))},
+      {"negative_id", R"([1, 6, -1])", raw(1, 6, -1)},
+      {"trailing_bytes", R"([1, 7] + b"\x00")", raw(1, 7) + std::string("\x00", 1)},
+      {"args_not_bytes", R"([1, 3, [[1, "echo", 5]]])",
+       raw(1, 3, std::vector<std::tuple<int, std::string, int>>{{1, "echo", 5}})},
+      {"unknown_option", R"([1, 3, [[1, "echo", b"\x90", {"bogus": 1}]]])", unknown_option},
+      {"unknown_event_kind", R"([1, 10, 1, [[1, 9]]])", bad_event_kind},
+  };
+}
+
+std::string hex(const std::string& s) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string write_file() {
+  std::ostringstream out;
+  out << "# zexec protocol version 1: shared test vectors (see tests/protocol_vectors_test.cpp and\n"
+         "# tests/python/test_vectors.py). Each vector is a comment with the message as a Python literal,\n"
+         "# then `NAME HEX`: the exact bytes every encoder must produce for it. `bad NAME HEX` lines are\n"
+         "# frames every decoder must refuse. Map keys are written in the order shown, zero options "
+         "omitted.\n";
+  for (const auto& v : good_vectors())
+    out << "# " << v.name << ": " << v.literal << "\n" << v.name << " " << hex(v.bytes) << "\n";
+  for (const auto& v : bad_vectors())
+    out << "# bad " << v.name << ": " << v.literal << "\nbad " << v.name << " " << hex(v.bytes) << "\n";
+  return out.str();
+}
+
+// name -> hex, from the file; "bad NAME" keys for the refused frames.
+std::map<std::string, std::string> read_file() {
+  std::ifstream in(kVectorFile);
+  EXPECT_TRUE(in) << "cannot read " << kVectorFile;
+  std::map<std::string, std::string> v;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string name, bytes;
+    words >> name;
+    if (name == "bad") {
+      words >> name;
+      name = "bad " + name;
+    }
+    words >> bytes;
+    EXPECT_TRUE(v.emplace(name, bytes).second) << "vector listed twice: " << name;
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST(ProtocolVectors, FileMatchesTheEncoder) {
+  if (std::getenv("ZEXEC_WRITE_VECTORS")) {
+    std::ofstream(kVectorFile) << write_file();
+    GTEST_SKIP() << "wrote " << kVectorFile;
+  }
+  auto file = read_file();
+  std::size_t expected = 0;
+  for (const auto& v : good_vectors()) {
+    ++expected;
+    auto it = file.find(v.name);
+    ASSERT_NE(it, file.end()) << "missing from the file: " << v.name;
+    EXPECT_EQ(it->second, hex(v.bytes)) << "encoder and file disagree on " << v.name;
+    proto::Decoded d = proto::decode(v.bytes);
+    ASSERT_TRUE(d) << v.name << ": " << d.error;
+    EXPECT_EQ(proto::encode(*d.message), v.bytes) << v.name << " does not survive decode + encode";
+  }
+  for (const auto& v : bad_vectors()) {
+    ++expected;
+    auto it = file.find(std::string("bad ") + v.name);
+    ASSERT_NE(it, file.end()) << "missing from the file: bad " << v.name;
+    EXPECT_EQ(it->second, hex(v.bytes));
+    proto::Decoded d = proto::decode(v.bytes);
+    EXPECT_FALSE(d) << "bad " << v.name << " was accepted";
+  }
+  EXPECT_EQ(file.size(), expected) << "the file has vectors this test does not know";
+}
+
+TEST(ProtocolVectors, EveryMessageTypeHasAVector) {
+  std::set<proto::Type> seen;
+  for (const auto& v : good_vectors()) {
+    proto::Decoded d = proto::decode(v.bytes);
+    ASSERT_TRUE(d) << v.name;
+    seen.insert(proto::type_of(*d.message));
+  }
+  EXPECT_EQ(seen.size(), std::variant_size_v<proto::Message>);
+}
