@@ -13,10 +13,11 @@ endif
 
 APT_PACKAGES := cmake g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libspdlog-dev \
                 libgtest-dev python3-zmq python3-msgpack python3-pytest clang libclang-rt-14-dev \
-                libsystemd-dev systemd libtomlplusplus-dev libcpp-httplib-dev
+                libsystemd-dev systemd libtomlplusplus-dev libcpp-httplib-dev \
+                dpkg-dev groff-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps configure build demo test clean format
+.PHONY: all deps configure build demo test package clean format
 
 all: build
 
@@ -41,11 +42,19 @@ demo: build
 	$(BUILD_DIR)/bin/as_completed
 	$(BUILD_DIR)/bin/as_completed_timeout
 
-test: build
+test: build package
 	cd $(BUILD_DIR) && ctest --output-on-failure -j2 --timeout 300
+
+# The .deb, from a tree configured for /usr as Debian wants it (no tests, no examples).
+DEB_DIR ?= build-deb
+package: deps
+	@cmake -S . -B $(DEB_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
+	  -DZEXEC_BUILD_TESTS=OFF -DZEXEC_BUILD_EXAMPLES=OFF >/dev/null
+	cmake --build $(DEB_DIR) -j$(JOBS)
+	cd $(DEB_DIR) && rm -f zexec_*.deb && cpack -G DEB >/dev/null && ls zexec_*.deb
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-deb

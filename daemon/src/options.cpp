@@ -145,7 +145,75 @@ void print_help() {
   }
   std::printf(
       "\n  --config FILE                TOML file of settings\n  --help                       this text\n"
-      "  --version                    print the version\n");
+      "  --version                    print the version\n  --manpage                    print the manual "
+      "page, zexecd(8)\n");
+}
+
+// The manual page, zexecd(8), from the same table: built at compile time, so it cannot drift.
+std::string roff_escape(std::string s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\')
+      out += "\\e";
+    else if (c == '-')
+      out += "\\-";
+    else
+      out += c;
+  }
+  if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out.insert(0, "\\&");
+  return out;
+}
+
+void print_manpage() {
+  std::printf(
+      ".TH ZEXECD 8 \"\" \"zexec %s\" \"zexec\"\n"
+      ".SH NAME\nzexecd \\- the zexec task daemon\n"
+      ".SH SYNOPSIS\n.B zexecd\n[\\fB\\-\\-config\\fR \\fIFILE\\fR] [\\fB\\-\\-\\fIsetting\\fR "
+      "\\fIVALUE\\fR]...\n"
+      ".SH DESCRIPTION\n"
+      "zexecd runs named tasks in supervised worker processes and returns each result to the client that\n"
+      "submitted it, in the order tasks finish. Clients (the C++ libzexec, the Python zexec package, the\n"
+      "zexec(1) command, or anything that speaks the documented ZeroMQ protocol) connect to its endpoint.\n"
+      "It restarts workers that die, kills tasks past their timeout, and owns every task until its\n"
+      "result has been acknowledged by the client.\n"
+      ".PP\nEvery setting below may be given as a flag or, as \\fIname\\fR = \\fIvalue\\fR, in the TOML file "
+      "named by\n"
+      "\\fB\\-\\-config\\fR; flags override the file. Unknown keys and out\\-of\\-range values are refused "
+      "at start\n"
+      "with the file, line and key.\n"
+      ".SH OPTIONS\n"
+      ".TP\n.BI \\-\\-config \" FILE\"\nTOML file of settings (the service uses /etc/zexec/zexecd.toml).\n",
+      ZEXEC_VERSION);
+  Options defaults;
+  for (const auto& s : kSettings) {
+    const char* arg = s.kind == Kind::integer ? " N" : s.kind == Kind::string ? " STR" : "";
+    std::printf(".TP\n.BI \\-\\-%s \"%s\"\n%s.", roff_escape(flag_of(s.name)).c_str(), arg,
+                roff_escape(s.help).c_str());
+    auto d = value_text(s, defaults);
+    if (!d.empty()) std::printf(" Default: %s.", roff_escape(d).c_str());
+    std::printf("\nFile key: \\fB%s\\fR.\n", roff_escape(s.name).c_str());
+  }
+  std::printf(
+      ".TP\n.B \\-\\-help\nthe settings, briefly.\n.TP\n.B \\-\\-version\nprint the version.\n"
+      ".TP\n.B \\-\\-manpage\nprint this page (roff).\n"
+      ".SH SIGNALS\n"
+      ".TP\n.B SIGTERM, SIGINT\nDrain: accept no new tasks, let running ones finish within "
+      "shutdown_grace_ms,\n"
+      "deliver their results, cancel queued ones, exit 0. A second signal stops at once.\n"
+      ".TP\n.B SIGHUP\nRe\\-read the settings (the \\-\\-config file and the flags) and resize the worker "
+      "pools\n"
+      "without losing a task. The endpoint needs a restart.\n"
+      ".SH ENVIRONMENT\n"
+      ".TP\n.B NOTIFY_SOCKET, WATCHDOG_USEC\nset by systemd: READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 are "
+      "sent.\n"
+      ".TP\n.B JOURNAL_STREAM\nset by systemd: log lines carry journal priorities and no timestamps.\n"
+      ".TP\n.B RUNTIME_DIRECTORY\nwhere the private worker sockets go (else $XDG_RUNTIME_DIR, else /tmp).\n"
+      ".SH FILES\n"
+      ".TP\n.I /etc/zexec/zexecd.toml\nthe service's settings.\n"
+      ".TP\n.I /run/zexec/zexecd.sock\nthe default endpoint when run as root or by systemd.\n"
+      ".SH EXIT STATUS\n0 after a drain; 1 on a fatal error (bad settings, endpoint in use), with the reason "
+      "on stderr.\n"
+      ".SH SEE ALSO\nzexec(1), systemctl(1), the protocol in /usr/share/doc/zexec/PROTOCOL.md\n");
 }
 
 }  // namespace
@@ -197,6 +265,10 @@ bool parse_options(int argc, char** argv, Options& out) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       print_help();
+      return false;
+    }
+    if (arg == "--manpage") {
+      print_manpage();
       return false;
     }
     if (arg == "--version") {
