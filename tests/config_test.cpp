@@ -86,6 +86,7 @@ TEST(Config, HelpListsEverySettingThatStatusReports) {
     std::string flag = "--" + name;
     for (auto& c : flag)
       if (c == '_') c = '-';
+    if (name == "pools") flag = "--pool ";  // a list: one repeatable flag per entry
     EXPECT_NE(help.find(flag), std::string::npos) << flag << " missing from --help";
   }
 }
@@ -146,4 +147,29 @@ TEST(Config, TheShippedConfigFileIsValid) {
   auto [rc, out] =
       run_zexecd(dir, {"--config", std::string(ZEXEC_SOURCE_DIR) + "/systemd/zexecd.toml", "--help"});
   EXPECT_EQ(rc, 0) << out;
+}
+
+TEST(Config, PoolsComeFromTablesInTheFile) {
+  TempDir dir;
+  std::string file = dir.path() + "/zexecd.toml";
+  std::ofstream(file) << "[pools.extra]\nworkers = 2\ncommand = \"" << bin_path("extra_worker") << "\"\n";
+  zmq::context_t ctx;
+  Daemon d(1, {}, {"--config", file});
+  auto oh = d.status(ctx);
+  auto st = oh.get().as<std::map<std::string, msgpack::object>>();
+  auto pools = st.at("pools").as<std::vector<std::map<std::string, msgpack::object>>>();
+  ASSERT_EQ(pools.size(), 2u);
+  EXPECT_EQ(pools[1].at("name").as<std::string>(), "extra");
+  EXPECT_EQ(pools[1].at("workers").as<int>(), 2);
+  EXPECT_EQ(st.at("workers").via.array.size, 3u);
+
+  std::ofstream(file) << "workers = 1\n[pools.extra]\nworkers = 1\ncolour = \"red\"\n";
+  auto [rc, err] = run_zexecd(dir, {"--config", file});
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find(file + ":4:10: pools.extra.colour: expected workers = N or command"), std::string::npos)
+      << err;
+  std::ofstream(file) << "[pools.extra]\nworkers = 1\n";
+  std::tie(rc, err) = run_zexecd(dir, {"--config", file});
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find(file + ":1:1: pools.extra: pool 'extra': command is empty"), std::string::npos) << err;
 }

@@ -43,10 +43,8 @@ std::string make_run_dir() {
 
 Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
     : opts_(std::move(opts)), reload_(std::move(reload)), ctx_(1) {
-  if (opts_.workers <= 0) opts_.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (opts_.client_timeout_ms <= 0) opts_.client_timeout_ms = 5 * opts_.heartbeat_ms;
-  worker_argv_ = opts_.worker_command.empty() ? std::vector<std::string>{self_dir() + "/zexec-worker"}
-                                              : split_command(opts_.worker_command);
+  make_pools();  // before anything is bound: a bad worker command is an error at start
 
   signal_fd_ = install_signal_handlers();
 
@@ -83,11 +81,10 @@ Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
 
   if (opts_.metrics_port > 0)
     metrics_ = std::make_unique<MetricsServer>(opts_.metrics_address, opts_.metrics_port);
-  workers_.resize(opts_.workers);
-  respawn_at_.assign(opts_.workers, Clock::now());
-  fast_deaths_.assign(opts_.workers, 0);
-  for (int i = 0; i < opts_.workers; ++i) spawn_worker(i);
-  spdlog::info("zexecd listening on {} with {} workers ({})", opts_.endpoint, opts_.workers, worker_argv_[0]);
+  for (int i = 0; i < static_cast<int>(slots_.size()); ++i) spawn_worker(i);
+  for (const auto& p : pools_)
+    spdlog::info("zexecd listening on {}: pool '{}' of {} workers ({})", opts_.endpoint, p.name, p.size,
+                 p.argv[0]);
   if (opts_.print_endpoint) {
     std::printf("%s\n", opts_.endpoint.c_str());
     std::fflush(stdout);
@@ -202,12 +199,10 @@ Clock::time_point Broker::tick(Clock::time_point now) {
     next_metrics_ = now + std::chrono::milliseconds(500);
   }
   if (metrics_) next = std::min(next, next_metrics_);
-  if (queued_ > 0 && pool_broken())
-    fail_queued("WorkerUnavailable", "no worker can start: the worker command '" + worker_argv_[0] +
-                                         "' failed at start-up repeatedly (last: " + last_start_failure_ +
-                                         "); zexecd keeps retrying it");
-  for (int i = 0; i < opts_.workers; ++i)
-    if (!workers_[i] && !stopping_) next = std::min(next, respawn_at_[i]);
+  check_broken_pools();
+  for (std::size_t i = 0; i < slots_.size(); ++i)
+    if (!workers_[i] && slots_[i].wanted && !stopping_) next = std::min(next, slots_[i].respawn_at);
+  next = std::min(next, sample_rates(now));
   if (stopping_) next = std::min(next, stop_deadline_);
   steal(now);
   for (auto& w : workers_)
@@ -217,15 +212,14 @@ Clock::time_point Broker::tick(Clock::time_point now) {
     }
   // A worker whose head task runs long may need stealing soon: wake up then, if stealing would
   // have anyone to give the tasks to.
-  bool someone_idle = false;
-  for (auto& w : workers_)
-    if (w && w->state == WorkerState::ready && w->held.empty()) someone_idle = true;
-  if (someone_idle && queued_ == 0)
+  for (int p = 0; p < static_cast<int>(pools_.size()); ++p) {
+    if (pools_[p].queued > 0 || !idle_worker_in(p)) continue;
     for (auto& w : workers_)
-      if (w && w->running && w->held.size() > 1 && !w->revoke_in_flight) {
+      if (w && w->pool == p && w->running && w->held.size() > 1 && !w->revoke_in_flight) {
         auto due = w->running_since + std::chrono::milliseconds(opts_.steal_after_ms);
         if (due > now) next = std::min(next, due);
       }
+  }
   return next;
 }
 
@@ -266,7 +260,7 @@ void Broker::begin_shutdown() {
   spdlog::info("stopping: running tasks may finish within {} ms", opts_.shutdown_grace_ms);
   notify_.stopping("stopping: " + status_line());
   // Queued tasks will never run now: tell their clients instead of leaving futures hanging.
-  while (auto h = next_queued(true)) {
+  while (auto h = next_queued_anywhere()) {
     Task* t = tasks_.get(*h);
     counters_.cancelled++;
     finish_task(*h, proto::Event{t->client_task_id, proto::Outcome::cancelled, {}, {}, {}});
@@ -297,40 +291,21 @@ void Broker::reload() {
     spdlog::warn("SIGHUP: endpoint change to {} needs a restart; still serving {}", fresh->endpoint,
                  opts_.endpoint);
   fresh->endpoint = opts_.endpoint;
-  if (fresh->workers <= 0)
-    fresh->workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (fresh->client_timeout_ms <= 0) fresh->client_timeout_ms = 5 * fresh->heartbeat_ms;
-  if (fresh->worker_command != opts_.worker_command)
-    spdlog::info("SIGHUP: new worker command, for workers started from now on: {}", fresh->worker_command);
-  try {
-    worker_argv_ = fresh->worker_command.empty() ? std::vector<std::string>{self_dir() + "/zexec-worker"}
-                                                 : split_command(fresh->worker_command);
-  } catch (const std::exception& e) {
-    spdlog::error("SIGHUP: {}; keeping the old worker command", e.what());
-    fresh->worker_command = opts_.worker_command;
-  }
   spdlog::set_level(spdlog::level::from_str(fresh->log_level));
-  int workers = fresh->workers;
-  fresh->workers = opts_.workers;
-  opts_ = std::move(*fresh);
-  resize_pool(workers);
+  opts_ = *fresh;
+  // Pools keep their slots and workers, and grow or shrink to what the settings now say.
+  resize_pools(*fresh);
   spdlog::info("SIGHUP: settings reloaded; {}", status_line());
 }
 
-void Broker::resize_pool(int workers) {
-  if (workers == opts_.workers) return;
-  spdlog::info("pool: {} -> {} workers", opts_.workers, workers);
-  if (workers > static_cast<int>(workers_.size())) {
-    workers_.resize(workers);
-    respawn_at_.resize(workers, Clock::now());
-    fast_deaths_.resize(workers, 0);
-  }
-  // Slots past the new size retire between tasks; their exits are still handled (the loops run
-  // over every slot) but they are not started again.
-  for (int i = workers; i < static_cast<int>(workers_.size()); ++i)
-    if (workers_[i] && workers_[i]->state != WorkerState::stopping) retire(*workers_[i], "the pool shrinks");
-  for (int i = opts_.workers; i < workers; ++i) respawn_at_[i] = Clock::now();
-  opts_.workers = workers;
+// Counters once a second, a minute back: `status` shows rates over the last minute.
+Clock::time_point Broker::sample_rates(Clock::time_point now) {
+  if (!rate_samples_.empty() && now - rate_samples_.back().first < std::chrono::seconds(1))
+    return rate_samples_.back().first + std::chrono::seconds(1);
+  rate_samples_.emplace_back(now, counters_);
+  while (rate_samples_.size() > 61) rate_samples_.pop_front();
+  return now + std::chrono::seconds(1);
 }
 
 bool Broker::shutdown_complete() {

@@ -18,6 +18,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include <zmq.hpp>
 
@@ -37,6 +38,10 @@ using zexec::detail::send_rest;
 
 // Frames read from one socket per loop turn: batching without starving the other sockets.
 inline constexpr int kReadBudget = 256;
+// Deaths before hello, in a row, after which a slot counts as broken.
+inline constexpr int kFlapping = 3;
+// A client not taking its results gets no more tasks run: its undelivered events are bounded.
+inline constexpr std::size_t kMaxOutboxEvents = 100000;
 
 using Clock = std::chrono::steady_clock;
 using Handle = TaskTable::Handle;
@@ -48,7 +53,9 @@ struct Client {
   std::int64_t pid = 0;
   zmq::socket_t results;  // PUSH bound for this client only
   std::string results_endpoint;
-  std::deque<Handle> queue;                         // waiting for a worker, oldest first
+  std::vector<std::deque<Handle>> queues;           // by pool: waiting for a worker of it, oldest first
+  std::deque<Handle> unrouted;                      // waiting to learn which pool runs their task name
+  std::vector<bool> in_ready_list;                  // by pool: in that pool's round robin
   std::unordered_map<std::uint64_t, Handle> tasks;  // client task id -> handle, every unfinished task
   std::vector<zexec::proto::Event> outbox;          // events not yet put in an update
   std::optional<std::string> held;                  // an encoded update that would have blocked
@@ -58,7 +65,32 @@ struct Client {
   Clock::time_point last_heard;
   Clock::time_point last_sent;
   Clock::time_point oldest_unacked_sent;
-  bool in_ready_list = false;
+  std::size_t queued = 0;  // tasks waiting, over all its queues
+};
+
+// Workers started from one command. They all run the same task names, which they announce in
+// worker_hello (Gearman's CAN_DO): a task goes only to a pool that runs its name.
+struct Pool {
+  std::string name;     // "default" is the pool of --workers / --worker-command
+  int size = 0;         // workers wanted
+  std::string command;  // as configured; "" = zexec-worker beside zexecd
+  std::vector<std::string> argv;
+  bool names_known = false;    // a worker of it said hello
+  bool runs_anything = false;  // its workers announced no names: any task goes (they refuse it)
+  std::unordered_set<std::string> names;
+  std::deque<std::uint64_t> ready_clients;  // clients with tasks queued for it, round robin
+  std::size_t queued = 0;
+  double avg_task_us = -1;  // EWMA of task run time on its workers; -1 = not known yet
+  bool broken = false;      // no worker of it can start (last seen by tick)
+};
+
+// A place for a worker: its pool, and its restart history.
+struct Slot {
+  int pool = 0;
+  bool wanted = true;  // false: the pool shrank; its worker retires and the slot stays empty
+  Clock::time_point respawn_at;
+  int fast_deaths = 0;  // deaths before hello, in a row
+  std::uint64_t restarts = 0;
 };
 
 enum class WorkerState : std::uint8_t { starting, ready, stopping };
@@ -69,6 +101,7 @@ enum class KilledBy : std::uint8_t { none, timeout, silence, cancel, shutdown };
 struct Worker {
   std::uint64_t id = 0;  // unique over the daemon's life; ZEXEC_WORKER_ID
   int slot = 0;
+  int pool = 0;
   pid_t pid = -1;
   WorkerState state = WorkerState::starting;
   zmq::socket_t tasks;  // PUSH bound for this worker only
@@ -126,8 +159,8 @@ class Broker {
   void reap_children();
   void begin_shutdown();
   void reload();
-  void resize_pool(int workers);
   bool shutdown_complete();
+  Clock::time_point sample_rates(Clock::time_point now);
 
   // -- clients (clients.cpp)
   void read_front();
@@ -158,18 +191,37 @@ class Broker {
   void on_worker_exit(Worker& w, int status);
   void dispatch(Clock::time_point now);
   void steal(Clock::time_point now);
+  void steal_in(int pool, Clock::time_point now);
+  bool idle_worker_in(int pool) const;
   void revoke(Worker& w, const std::vector<Handle>& handles);
   bool send_to_worker(Worker& w, std::string&& msg);
   void flush_worker(Worker& w);
   void worker_timers(Clock::time_point now);
   std::uint32_t window(const Worker& w) const;
   void retire(Worker& w, const std::string& why);
-  bool pool_broken() const;
-  void fail_queued(const std::string& type, const std::string& message);
   Worker* find_worker(std::uint64_t worker_id);
-  // The next task to run, round robin over clients; `drain` also takes from clients whose
+  void dispatch_pool(int pool, Clock::time_point now);
+
+  // -- pools (pools.cpp)
+  void make_pools();
+  void resize_pools(const Options& fresh);
+  bool pool_broken(int pool) const;
+  bool all_pools_broken() const;
+  void check_broken_pools();
+  std::string unavailable(int pool) const;  // why the pool's tasks fail: its command cannot start
+  void learn_names(Worker& w, const std::vector<std::string>& names);
+  static constexpr int kUnrouted = -1;  // some pool's names are not known yet: wait
+  static constexpr int kNoPool = -2;    // no pool runs it
+  int route(const std::string& name) const;
+  // Puts a queued task in its pool's queue (or settles it when no pool runs its name).
+  void enqueue(Client& c, Handle h, bool front);
+  void reroute_unrouted();
+  void unqueued(const Task& t);  // a queued task left its queue (cancelled): fix the counts
+  // The next task for `pool`, round robin over clients; `drain` also takes from clients whose
   // results are backlogged (to cancel or fail everything queued).
-  std::optional<Handle> next_queued(bool drain = false);
+  std::optional<Handle> next_queued(int pool, bool drain = false);
+  std::optional<Handle> next_queued_anywhere();  // from any pool or unrouted, to settle it
+  void fail_queued(int pool, const std::string& type, const std::string& message);
   void requeue_front(Handle h);
 
   // -- outcomes (outcomes.cpp)
@@ -203,11 +255,11 @@ class Broker {
   TaskTable tasks_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Client>> clients_;
   std::unordered_map<std::string, std::uint64_t> client_by_rid_;
-  std::deque<std::uint64_t> ready_clients_;       // clients with queued tasks, round robin
+  std::vector<Pool> pools_;                       // [0] is "default"; the set is fixed at start
   std::size_t queued_ = 0;                        // tasks in client queues (not cancelled)
+  std::size_t unrouted_ = 0;                      // of which waiting for a pool to announce names
   std::vector<std::unique_ptr<Worker>> workers_;  // by slot
-  std::vector<Clock::time_point> respawn_at_;     // by slot, when a dead slot restarts
-  std::vector<int> fast_deaths_;                  // by slot, deaths soon after start
+  std::vector<Slot> slots_;
   std::vector<std::optional<CancelRequest>> cancels_;
   std::multimap<Clock::time_point, Handle> retries_;    // tasks waiting out a retry backoff
   std::unordered_multimap<Handle, int> extra_cancels_;  // further cancel requests waiting on one task
@@ -220,12 +272,12 @@ class Broker {
   std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
   Clock::time_point next_rss_check_;
   std::string last_start_failure_;  // how the last worker that died at start-up ended
-  double avg_task_us_ = -1;         // EWMA of task run time over the pool; -1 = not known yet
   bool stopping_ = false;
   Clock::time_point stop_deadline_;
   Clock::time_point workers_gone_at_{};  // when stopping: the moment the last worker was gone
   Counters counters_;
-  std::vector<std::string> worker_argv_;
+  // Counters a second apart over the last minute, for the rates in `status`.
+  std::deque<std::pair<Clock::time_point, Counters>> rate_samples_;
   std::string scratch_;  // reused encode buffer
 };
 

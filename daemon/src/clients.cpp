@@ -120,10 +120,14 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   c->results.bind(results_endpoint_for(opts_.endpoint, c->id));
   c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
   c->last_heard = c->last_sent = Clock::now();
+  c->queues.resize(pools_.size());
+  c->in_ready_list.assign(pools_.size(), false);
   spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
-  reply(rid, proto::Welcome{c->id, c->results_endpoint, static_cast<std::uint32_t>(opts_.workers),
-                            static_cast<std::uint32_t>(opts_.heartbeat_ms),
-                            static_cast<std::uint32_t>(opts_.max_pending_per_client)});
+  std::uint32_t workers = 0;
+  for (const auto& p : pools_) workers += static_cast<std::uint32_t>(p.size);
+  reply(rid,
+        proto::Welcome{c->id, c->results_endpoint, workers, static_cast<std::uint32_t>(opts_.heartbeat_ms),
+                       static_cast<std::uint32_t>(opts_.max_pending_per_client)});
   client_by_rid_[rid] = c->id;
   clients_.emplace(c->id, std::move(c));
 }
@@ -165,13 +169,8 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
     t->crash_retries = spec.crash_retries;
     t->retry_backoff_ms = spec.retry_backoff_ms;
     c.tasks.emplace(spec.id, h);
-    c.queue.push_back(h);
-    ++queued_;
     counters_.submitted++;
-  }
-  if (!c.queue.empty() && !c.in_ready_list) {
-    c.in_ready_list = true;
-    ready_clients_.push_back(c.id);
+    enqueue(c, h, false);
   }
 }
 
@@ -194,7 +193,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
     bool can_wait = t->state == TaskState::assigned || (t->state == TaskState::running && m.force);
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
       // A queued handle stays in its queue, stale: next_queued() skips it.
-      if (t->state == TaskState::queued) --queued_;
+      if (t->state == TaskState::queued) unqueued(*t);
       if (!admin.empty()) post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
       req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
       counters_.cancelled++;
@@ -258,7 +257,7 @@ void Broker::drop_client(std::uint64_t client_id, const char* why) {
     Task* t = tasks_.get(h);
     if (!t) continue;
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
-      if (t->state == TaskState::queued) --queued_;
+      if (t->state == TaskState::queued) unqueued(*t);
       tasks_.release(h);
     } else {
       t->client_id = 0;  // still at a worker: its result will be discarded

@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <stdexcept>
@@ -129,6 +130,77 @@ std::string value_text(const Setting& s, const Options& o) {
   return {};
 }
 
+// Pools are the one setting that is a list of tables, so they are parsed here and not in the table.
+void check_pool(const PoolSpec& p, const Options& o) {
+  if (p.name.empty() || p.name.size() > 64 ||
+      p.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+          std::string::npos)
+    throw std::invalid_argument("pool name '" + p.name + "': use letters, digits, '_' and '-' (at most 64)");
+  if (p.name == "default")
+    throw std::invalid_argument(
+        "pool 'default' is the one of workers and worker_command; name this one otherwise");
+  if (p.workers < 1 || p.workers > 4096)
+    throw std::invalid_argument("pool '" + p.name + "': workers " + std::to_string(p.workers) +
+                                " is out of range [1, 4096]");
+  if (p.command.find_first_not_of(" \t") == std::string::npos)
+    throw std::invalid_argument("pool '" + p.name + "': command is empty");
+  for (const auto& q : o.pools)
+    if (q.name == p.name) throw std::invalid_argument("pool '" + p.name + "' is defined twice");
+}
+
+// --pool NAME:WORKERS:COMMAND (the command may itself contain ':').
+PoolSpec pool_from_flag(const std::string& v) {
+  auto a = v.find(':'), b = a == std::string::npos ? a : v.find(':', a + 1);
+  if (b == std::string::npos) throw std::invalid_argument("'" + v + "' is not NAME:WORKERS:COMMAND");
+  PoolSpec p;
+  p.name = v.substr(0, a);
+  std::string n = v.substr(a + 1, b - a - 1);
+  auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), p.workers);
+  if (ec != std::errc() || end != n.data() + n.size())
+    throw std::invalid_argument("'" + n + "' is not a number of workers");
+  p.command = v.substr(b + 1);
+  return p;
+}
+
+// [pools.NAME] tables: workers = N, command = "PATH ARGS...".
+void load_pools(const std::string& path, const toml::node& node, Options& out) {
+  auto at = [&](const toml::node& n) {
+    return path + ":" + std::to_string(n.source().begin.line) + ":" +
+           std::to_string(n.source().begin.column) + ": ";
+  };
+  const toml::table* pools = node.as_table();
+  if (!pools) throw std::invalid_argument(at(node) + "pools: expected tables [pools.NAME]");
+  for (auto&& [name, pool_node] : *pools) {
+    const toml::table* t = pool_node.as_table();
+    std::string where = at(pool_node) + "pools." + std::string(name.str());
+    if (!t) throw std::invalid_argument(where + ": expected a table with workers and command");
+    PoolSpec p;
+    p.name = std::string(name.str());
+    for (auto&& [key, v] : *t) {
+      if (key == "workers" && v.is_integer())
+        p.workers = static_cast<int>(std::clamp<std::int64_t>(v.as_integer()->get(), -1, 1 << 20));
+      else if (key == "command" && v.is_string())
+        p.command = v.as_string()->get();
+      else
+        throw std::invalid_argument(at(v) + "pools." + p.name + "." + std::string(key.str()) +
+                                    ": expected workers = N or command = \"PATH ARGS...\"");
+    }
+    try {
+      check_pool(p, out);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(where + ": " + e.what());
+    }
+    out.pools.push_back(std::move(p));
+  }
+}
+
+std::string pools_text(const Options& o) {
+  std::string s;
+  for (const auto& p : o.pools)
+    s += (s.empty() ? "" : "; ") + p.name + ":" + std::to_string(p.workers) + ":" + p.command;
+  return s;
+}
+
 void print_help() {
   std::printf(
       "zexecd - the zexec task daemon: runs named tasks in supervised worker processes and returns\n"
@@ -143,6 +215,11 @@ void print_help() {
     auto d = value_text(s, defaults);
     if (!d.empty()) std::printf("  %-28s default: %s\n", "", d.c_str());
   }
+  std::printf(
+      "  --pool NAME:N:COMMAND        one more pool of N workers running COMMAND; repeat for more.\n"
+      "                               In the file: [pools.NAME] with workers = N, command = \"...\".\n"
+      "                               Workers announce the task names they run; a task goes to the\n"
+      "                               first pool that runs its name\n");
   std::printf(
       "\n  --config FILE                TOML file of settings\n  --help                       this text\n"
       "  --version                    print the version\n  --manpage                    print the manual "
@@ -194,6 +271,13 @@ void print_manpage() {
     std::printf("\nFile key: \\fB%s\\fR.\n", roff_escape(s.name).c_str());
   }
   std::printf(
+      ".TP\n.BI \\-\\-pool \" NAME:N:COMMAND\"\nOne more pool of N workers started from COMMAND; repeat the "
+      "flag for more. "
+      "In the file: a table \\fB[pools.\\fINAME\\fB]\\fR with \\fBworkers\\fR = N and \\fBcommand\\fR = "
+      "\"PATH ARGS...\". "
+      "Workers announce the task names they run (Gearman's CAN_DO); a task goes to the first pool "
+      "(the default pool first) whose workers run its name, and a name no pool runs fails at once "
+      "with UnknownTask.\n"
       ".TP\n.B \\-\\-help\nthe settings, briefly.\n.TP\n.B \\-\\-version\nprint the version.\n"
       ".TP\n.B \\-\\-manpage\nprint this page (roff).\n"
       ".SH SIGNALS\n"
@@ -231,6 +315,10 @@ void load_config(const std::string& path, Options& out) {
     const auto& at = node.source().begin;
     std::string where = path + ":" + std::to_string(at.line) + ":" + std::to_string(at.column) + ": " +
                         std::string(key.str()) + ": ";
+    if (key == "pools") {
+      load_pools(path, node, out);
+      continue;
+    }
     const Setting* s = find(key.str());
     if (!s) throw std::invalid_argument(where + "unknown setting (see zexecd --help)");
     std::string value;
@@ -284,6 +372,17 @@ bool parse_options(int argc, char** argv, Options& out) {
       value = name.substr(eq + 1);
       name.resize(eq);
     }
+    if (name == "pool") {
+      if (!has_value && i + 1 >= argc) throw std::invalid_argument("--pool needs NAME:WORKERS:COMMAND");
+      try {
+        PoolSpec p = pool_from_flag(has_value ? value : argv[++i]);
+        check_pool(p, out);
+        out.pools.push_back(std::move(p));
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(std::string("--pool: ") + e.what());
+      }
+      continue;
+    }
     if (name == "config") {
       if (!has_value) ++i;  // loaded above
       if (i >= argc) throw std::invalid_argument("--config needs a file");
@@ -312,6 +411,7 @@ bool parse_options(int argc, char** argv, Options& out) {
 std::vector<std::pair<std::string, std::string>> settings_of(const Options& o) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& s : kSettings) out.emplace_back(s.name, value_text(s, o));
+  out.emplace_back("pools", pools_text(o));
   return out;
 }
 

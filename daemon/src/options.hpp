@@ -9,6 +9,14 @@
 
 namespace zexecd {
 
+// A pool besides the default one: `[pools.NAME]` in the file, or --pool NAME:WORKERS:COMMAND.
+struct PoolSpec {
+  std::string name;
+  int workers = 1;
+  std::string command;
+  bool operator==(const PoolSpec&) const = default;
+};
+
 struct Options {
   std::string endpoint;        // client endpoint (ipc:// or tcp://)
   int workers = 0;             // worker processes; 0 = number of cores
@@ -28,7 +36,8 @@ struct Options {
   int shutdown_grace_ms = 10000;        // on SIGTERM: how long running tasks may finish
   int max_unacked_updates = 64;         // per client: updates in flight before the daemon waits for acks
   bool print_endpoint = false;
-  int metrics_port = 0;                       // Prometheus metrics over HTTP; 0 = off
+  std::vector<PoolSpec> pools;  // more pools, each with its own command (the default one is above)
+  int metrics_port = 0;         // Prometheus metrics over HTTP; 0 = off
   std::string metrics_address = "127.0.0.1";  // loopback unless you say otherwise
   std::string config_path;  // the --config file, if any (not a setting: where settings come from)          //
                             // print the bound endpoint on stdout once serving (tcp port *)

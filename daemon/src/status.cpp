@@ -1,4 +1,5 @@
 // The answer to `status`: what the daemon is doing, as one msgpack map (docs/PROTOCOL.md §3).
+#include <algorithm>
 #include <cstdio>
 #include <msgpack.hpp>
 
@@ -31,7 +32,7 @@ std::string Broker::status_body() const {
   auto now = Clock::now();
   msgpack::sbuffer buf;
   Packer pk(buf);
-  pk.pack_map(9);
+  pk.pack_map(11);
   pk.pack(std::string_view("settings"));
   auto settings = settings_of(opts_);
   pk.pack_map(static_cast<std::uint32_t>(settings.size()));
@@ -48,8 +49,10 @@ std::string Broker::status_body() const {
   pk.pack_array(n);
   for (const auto& w : workers_) {
     if (!w) continue;
-    pk.pack_map(9);
+    pk.pack_map(11);
     kv(pk, "slot", w->slot);
+    kv(pk, "pool", pools_[w->pool].name);
+    kv(pk, "restarts", slots_[w->slot].restarts);
     // What it runs, as "CLIENT:TASK name": the id `zexec cancel` takes.
     std::string running;
     if (const Task* t = w->running ? const_cast<TaskTable&>(tasks_).get(w->running) : nullptr)
@@ -73,9 +76,50 @@ std::string Broker::status_body() const {
     kv(pk, "id", id);
     kv(pk, "name", c->name);
     kv(pk, "pid", c->pid);
-    kv(pk, "queued", static_cast<std::uint64_t>(c->queue.size()));
+    kv(pk, "queued", static_cast<std::uint64_t>(c->queued));
     kv(pk, "unfinished", static_cast<std::uint64_t>(c->tasks.size()));
   }
+  pk.pack(std::string_view("pools"));
+  pk.pack_array(static_cast<std::uint32_t>(pools_.size()));
+  for (const auto& p : pools_) {
+    pk.pack_map(6);
+    kv(pk, "name", p.name);
+    kv(pk, "workers", p.size);
+    std::string command;
+    for (const auto& a : p.argv) command += (command.empty() ? "" : " ") + a;
+    kv(pk, "command", command);
+    kv(pk, "queued", static_cast<std::uint64_t>(p.queued));
+    // What its workers said they run; nil until one said hello, [] = anything.
+    pk.pack(std::string_view("task_names"));
+    if (!p.names_known) {
+      pk.pack_nil();
+    } else {
+      std::vector<std::string> names(p.names.begin(), p.names.end());
+      std::sort(names.begin(), names.end());
+      pk.pack(names);
+    }
+    kv(pk, "broken", p.broken);
+  }
+
+  // Per second, over the last minute (or since start, when that is shorter).
+  pk.pack(std::string_view("rates"));
+  pk.pack_map(4);
+  double seconds = 0;
+  Counters from{}, to = counters_;
+  if (!rate_samples_.empty()) {
+    from = rate_samples_.front().second;
+    seconds = std::chrono::duration<double>(now - rate_samples_.front().first).count();
+  }
+  auto rate = [&](std::uint64_t a, std::uint64_t b) {
+    return seconds > 0 ? static_cast<double>(b - a) / seconds : 0.0;
+  };
+  kv(pk, "window_s", seconds);
+  kv(pk, "submitted", rate(from.submitted, to.submitted));
+  kv(pk, "finished",
+     rate(from.succeeded + from.failed + from.cancelled + from.crashed + from.timed_out,
+          to.succeeded + to.failed + to.cancelled + to.crashed + to.timed_out));
+  kv(pk, "failed", rate(from.failed + from.crashed + from.timed_out, to.failed + to.crashed + to.timed_out));
+
   pk.pack(std::string_view("totals"));
   const Counters& t = counters_;
   pk.pack_map(12);
@@ -146,10 +190,10 @@ std::string Broker::status_line() const {
       ++ready;
       running += w->running != 0;
     }
-  return std::to_string(ready) + "/" + std::to_string(opts_.workers) + " workers ready, " +
-         std::to_string(running) + " running, " + std::to_string(queued_) + " queued, " +
-         std::to_string(clients_.size()) + " clients, " +
-         std::to_string(counters_.succeeded + counters_.failed) + " done";
+  std::size_t wanted = std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.wanted; });
+  return std::to_string(ready) + "/" + std::to_string(wanted) + " workers ready, " + std::to_string(running) +
+         " running, " + std::to_string(queued_) + " queued, " + std::to_string(clients_.size()) +
+         " clients, " + std::to_string(counters_.succeeded + counters_.failed) + " done";
 }
 
 // READY=1 once serving: sockets are bound (the constructor did that) and every worker said hello,
@@ -158,9 +202,12 @@ std::string Broker::status_line() const {
 Clock::time_point Broker::notify_systemd(Clock::time_point now) {
   if (!notify_.enabled()) return Clock::time_point::max();
   if (!announced_ready_) {
+    // Every wanted worker up, except in pools that cannot start any.
     bool all_up = true;
-    for (const auto& w : workers_) all_up &= w && w->hello_seen;
-    if (all_up || pool_broken() || now - started_at_ > std::chrono::seconds(10)) {
+    for (std::size_t i = 0; i < slots_.size(); ++i)
+      if (slots_[i].wanted && !pools_[slots_[i].pool].broken)
+        all_up &= workers_[i] && workers_[i]->hello_seen;
+    if (all_up || now - started_at_ > std::chrono::seconds(10)) {
       notify_.ready(status_line());
       announced_ready_ = true;
     }

@@ -23,6 +23,7 @@ struct Task {
   std::uint32_t generation = 1;  // never 0, so no live task has handle 0 ("none")
   std::int32_t worker = -1;      // slot of the worker holding it (assigned/running)
   std::int32_t cancel_req = -1;  // pending cancel request waiting on a revoke
+  std::int16_t pool = -1;        // the pool it is queued for or runs in; -1 = not routed yet
   TaskState state = TaskState::free;
   bool revoking = false;  // a revoke for it is in flight
 };

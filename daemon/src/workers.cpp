@@ -15,10 +15,8 @@ namespace zexecd {
 namespace proto = zexec::proto;
 
 namespace {
-constexpr int kFlapping = 3;  // deaths before hello, in a row, after which a slot counts as broken
 constexpr auto kMaxRespawnDelay = std::chrono::seconds(10);
-constexpr std::size_t kMaxBatchBytes = 8 << 20;   // well under ZMQ_MAXMSGSIZE, whatever the args
-constexpr std::size_t kMaxOutboxEvents = 100000;  // a client not taking its results gets no more tasks run
+constexpr std::size_t kMaxBatchBytes = 8 << 20;              // well under ZMQ_MAXMSGSIZE, whatever the args
 constexpr auto kExitSettle = std::chrono::milliseconds(50);  // events of a dead worker still in flight
 constexpr auto kStartupGrace = std::chrono::seconds(10);     // exec + connect, generous for sanitizer builds
 constexpr double kWorkInFlightUs = 2000;  // keep about this much work queued at each worker
@@ -34,6 +32,8 @@ void Broker::spawn_worker(int slot) {
   auto w = std::make_unique<Worker>();
   w->id = next_worker_id_++;
   w->slot = slot;
+  w->pool = slots_[slot].pool;
+  const Pool& pool = pools_[w->pool];
   w->tasks = zmq::socket_t(ctx_, zmq::socket_type::push);
   w->tasks.set(zmq::sockopt::sndhwm, 1000);
   w->tasks.set(zmq::sockopt::linger, 0);
@@ -41,16 +41,17 @@ void Broker::spawn_worker(int slot) {
   w->tasks.bind(w->tasks_endpoint);
   std::vector<std::string> env = {
       "ZEXEC_TASKS_ENDPOINT=" + w->tasks_endpoint, "ZEXEC_EVENTS_ENDPOINT=" + events_endpoint_,
-      "ZEXEC_WORKER_ID=" + std::to_string(w->id), "ZEXEC_HEARTBEAT_MS=" + std::to_string(opts_.heartbeat_ms)};
+      "ZEXEC_WORKER_ID=" + std::to_string(w->id), "ZEXEC_HEARTBEAT_MS=" + std::to_string(opts_.heartbeat_ms),
+      "ZEXEC_POOL=" + pool.name};
   w->spawned = w->last_heard = Clock::now();
   try {
-    w->pid = spawn_process(worker_argv_, env);
+    w->pid = spawn_process(pool.argv, env);
   } catch (const std::exception& e) {
-    spdlog::error("cannot start worker {}: {}", slot, e.what());
-    respawn_at_[slot] = Clock::now() + std::chrono::seconds(1);
+    spdlog::error("cannot start worker {} of pool '{}': {}", slot, pool.name, e.what());
+    slots_[slot].respawn_at = Clock::now() + std::chrono::seconds(1);
     return;
   }
-  spdlog::debug("worker {} (id {}) started, pid {}", slot, w->id, w->pid);
+  spdlog::debug("worker {} (id {}) of pool '{}' started, pid {}", slot, w->id, pool.name, w->pid);
   workers_[slot] = std::move(w);
 }
 
@@ -91,6 +92,7 @@ void Broker::on_worker_message(proto::Message& m) {
     w->last_heard = now;
     spdlog::debug("worker {} ready: pid {}, capacity {}, {} task names", w->slot, h->pid, h->capacity,
                   h->tasks.size());
+    learn_names(*w, h->tasks);
     return;
   }
   if (auto* e = std::get_if<proto::WorkerEvents>(&m)) {
@@ -147,7 +149,8 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
     retire(w, "it ran " + std::to_string(w.tasks_done) + " tasks");
   if (finals && m.busy_us) {
     double per_task = static_cast<double>(m.busy_us) / static_cast<double>(finals);
-    avg_task_us_ = avg_task_us_ < 0 ? per_task : 0.8 * avg_task_us_ + 0.2 * per_task;
+    double& avg = pools_[w.pool].avg_task_us;
+    avg = avg < 0 ? per_task : 0.8 * avg + 0.2 * per_task;
   }
 }
 
@@ -201,23 +204,27 @@ void Broker::on_worker_exit(Worker& w, int status) {
   auto now = Clock::now();
   // Dying before saying hello is a start failure (bad command, crash at start-up): back off.
   // A worker that served and then died is just replaced.
+  Slot& s = slots_[slot];
   if (!w.hello_seen) {
-    fast_deaths_[slot]++;
+    s.fast_deaths++;
     last_start_failure_ = how;
   } else {
-    fast_deaths_[slot] = 0;
+    s.fast_deaths = 0;
   }
   // Exponential backoff for a worker command that keeps dying at start: 100 ms, 200 ms, ... 10 s.
   std::chrono::milliseconds delay(0);
-  if (fast_deaths_[slot] > 0)
-    delay = std::min<std::chrono::milliseconds>(
-        std::chrono::milliseconds(100L << std::min(fast_deaths_[slot], 8)), kMaxRespawnDelay);
-  if (fast_deaths_[slot] >= kFlapping)
+  if (s.fast_deaths > 0)
+    delay = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(100L << std::min(s.fast_deaths, 8)),
+                                                kMaxRespawnDelay);
+  if (s.fast_deaths >= kFlapping)
     spdlog::error("worker command '{}' keeps dying at start ({} in a row, last: {}); retrying in {} ms",
-                  worker_argv_[0], fast_deaths_[slot], how, delay.count());
-  respawn_at_[slot] = now + delay;
+                  pools_[w.pool].argv[0], s.fast_deaths, how, delay.count());
+  s.respawn_at = now + delay;
   workers_[slot].reset();  // closes its socket; late events from it no longer match a worker
-  if (!stopping_) counters_.worker_restarts++;
+  if (!stopping_ && s.wanted) {
+    counters_.worker_restarts++;
+    s.restarts++;
+  }
 }
 
 // Replaces a worker between tasks: it gets no more, finishes the one it runs, and exits; what it
@@ -228,91 +235,28 @@ void Broker::retire(Worker& w, const std::string& why) {
   send_to_worker(w, proto::encode(proto::Shutdown{}));
 }
 
-// True when no worker runs and every slot failed to start several times in a row: queued tasks
-// would wait forever, so they fail instead (the daemon keeps retrying the command slowly).
-bool Broker::pool_broken() const {
-  for (int i = 0; i < opts_.workers; ++i) {
-    if (workers_[i] && workers_[i]->state != WorkerState::starting) return false;
-    if (fast_deaths_[i] < kFlapping) return false;
-  }
-  return true;
-}
-
-void Broker::fail_queued(const std::string& type, const std::string& message) {
-  while (auto h = next_queued(true)) {
-    counters_.failed++;
-    finish_task(*h, proto::Event{0, proto::Outcome::error, {}, type, message});
-  }
-}
-
 std::uint32_t Broker::window(const Worker& w) const {
   std::uint32_t cap = std::min<std::uint32_t>(w.capacity, static_cast<std::uint32_t>(opts_.max_prefetch));
   // Until a task has finished nothing is known: one each, so the first tasks spread out.
-  if (avg_task_us_ < 0) return 1;
+  double avg = pools_[w.pool].avg_task_us;
+  if (avg < 0) return 1;
   // Long tasks: the running one plus one ready behind it (stealing fixes imbalance).
   // Tiny tasks: enough to cover a round trip to the daemon many times over.
-  double n = 1 + std::ceil(kWorkInFlightUs / std::max(avg_task_us_, 1.0));
+  double n = 1 + std::ceil(kWorkInFlightUs / std::max(avg, 1.0));
   return std::clamp<std::uint32_t>(static_cast<std::uint32_t>(std::min(n, 1e6)), 1, cap);
-}
-
-std::optional<Handle> Broker::next_queued(bool drain) {
-  // Each client at most once per call: backlogged ones are passed over, not spun on.
-  for (std::size_t turns = ready_clients_.size(); turns > 0 && !ready_clients_.empty(); --turns) {
-    std::uint64_t cid = ready_clients_.front();
-    ready_clients_.pop_front();
-    Client* c = find_client(cid);
-    if (!c) continue;
-    if (!drain && c->outbox.size() >= kMaxOutboxEvents) {  // it is not taking its results: memory is bounded
-      ready_clients_.push_back(cid);
-      continue;
-    }
-    while (!c->queue.empty()) {
-      Handle h = c->queue.front();
-      c->queue.pop_front();
-      Task* t = tasks_.get(h);
-      if (!t || t->state != TaskState::queued) continue;  // cancelled while queued
-      --queued_;
-      // Round robin between clients, one task at a time: a flood from one client does not
-      // starve another.
-      if (!c->queue.empty())
-        ready_clients_.push_back(cid);
-      else
-        c->in_ready_list = false;
-      return h;
-    }
-    c->in_ready_list = false;
-  }
-  return std::nullopt;
-}
-
-void Broker::requeue_front(Handle h) {
-  Task* t = tasks_.get(h);
-  Client* c = t ? find_client(t->client_id) : nullptr;
-  if (!c) {  // its client is gone: nobody wants the result
-    tasks_.release(h);
-    return;
-  }
-  if (stopping_) {  // it will never run now
-    counters_.cancelled++;
-    finish_task(h, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
-    return;
-  }
-  t->state = TaskState::queued;
-  t->worker = -1;
-  c->queue.push_front(h);
-  ++queued_;
-  if (!c->in_ready_list) {
-    c->in_ready_list = true;
-    ready_clients_.push_front(c->id);
-  }
 }
 
 void Broker::dispatch(Clock::time_point now) {
   if (queued_ == 0 || stopping_) return;
+  for (int p = 0; p < static_cast<int>(pools_.size()); ++p)
+    if (pools_[p].queued > 0) dispatch_pool(p, now);
+}
+
+void Broker::dispatch_pool(int pool, Clock::time_point now) {
   auto stuck_after = std::chrono::milliseconds(opts_.steal_after_ms);
   std::vector<Worker*> room;
   for (auto& w : workers_) {
-    if (!w || w->state != WorkerState::ready || w->exit_status || !w->pending.empty() ||
+    if (!w || w->pool != pool || w->state != WorkerState::ready || w->exit_status || !w->pending.empty() ||
         w->held.size() >= window(*w))
       continue;
     // A worker deep in a long task gets nothing more: it would only hold it hostage.
@@ -331,7 +275,7 @@ void Broker::dispatch(Clock::time_point now) {
     proto::Tasks msg;
   };
   std::vector<Batch> batches;
-  std::size_t share = (queued_ + room.size() - 1) / room.size();
+  std::size_t share = (pools_[pool].queued + room.size() - 1) / room.size();
   for (Worker* w : room)
     batches.push_back({w, std::min<std::size_t>(window(*w) - w->held.size(), share), 0, {}});
   // Deal one task at a time round the workers, like cards: a short queue starts on as many
@@ -341,7 +285,7 @@ void Broker::dispatch(Clock::time_point now) {
     dealt = false;
     for (auto& b : batches) {
       if (b.room == 0) continue;
-      auto h = next_queued();
+      auto h = next_queued(pool);
       if (!h) break;
       Task* t = tasks_.get(*h);
       std::size_t size = t->name.size() + t->args.size() + 32;
@@ -367,15 +311,26 @@ void Broker::dispatch(Clock::time_point now) {
   }
 }
 
+bool Broker::idle_worker_in(int pool) const {
+  for (const auto& w : workers_)
+    if (w && w->pool == pool && w->state == WorkerState::ready && w->held.empty()) return true;
+  return false;
+}
+
 void Broker::steal(Clock::time_point now) {
-  if (queued_ > 0 || stopping_) return;
-  bool someone_idle = false;
-  for (auto& w : workers_)
-    if (w && w->state == WorkerState::ready && w->held.empty()) someone_idle = true;
-  if (!someone_idle) return;
+  if (stopping_) return;
+  for (int p = 0; p < static_cast<int>(pools_.size()); ++p)
+    if (pools_[p].queued == 0 && idle_worker_in(p)) steal_in(p, now);
+}
+
+// An idle worker of the pool and nothing queued for it: take back the unstarted tasks of its
+// peers that are stuck behind a long one, so the idle worker gets them.
+void Broker::steal_in(int pool, Clock::time_point now) {
   auto after = std::chrono::milliseconds(opts_.steal_after_ms);
   for (auto& w : workers_) {
-    if (!w || w->state != WorkerState::ready || w->exit_status || !w->running || w->held.size() < 2) continue;
+    if (!w || w->pool != pool || w->state != WorkerState::ready || w->exit_status || !w->running ||
+        w->held.size() < 2)
+      continue;
     if (w->revoke_in_flight || now - w->running_since < after) continue;
     std::vector<Handle> unstarted(w->held.begin() + 1, w->held.end());
     spdlog::debug("worker {} busy for {} ms: taking back {} queued tasks", w->slot,
@@ -437,7 +392,7 @@ void Broker::worker_timers(Clock::time_point now) {
   for (int i = 0; i < static_cast<int>(workers_.size()); ++i) {
     auto& w = workers_[i];
     if (!w) {
-      if (i < opts_.workers && !stopping_ && now >= respawn_at_[i]) spawn_worker(i);
+      if (slots_[i].wanted && !stopping_ && now >= slots_[i].respawn_at) spawn_worker(i);
       continue;
     }
     if (w->exit_status) {

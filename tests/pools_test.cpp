@@ -1,0 +1,141 @@
+// Worker pools: workers announce the task names they run, and each task goes only to a pool that
+// runs it. Real daemon, real workers of two different programs (zexec-worker and extra_worker).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "daemon_harness.hpp"
+
+namespace proto = zexec::proto;
+using namespace zexec::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+class PoolsTest : public ::testing::Test {
+ protected:
+  zmq::context_t ctx_;
+  static std::string extra_pool(int workers) {
+    return "extra:" + std::to_string(workers) + ":" + bin_path("extra_worker");
+  }
+};
+
+using Map = std::map<std::string, msgpack::object>;
+
+}  // namespace
+
+TEST_F(PoolsTest, EachTaskGoesToThePoolThatRunsItsName) {
+  Daemon d(1, {}, {"--pool", extra_pool(2)});
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "add", args(2, 3));        // only extra_worker has it
+  c.submit(2, "echo", args("hi"));       // only zexec-worker has it
+  c.submit(3, "pool_name", args());      // extra_worker reports $ZEXEC_POOL
+  c.submit(4, "no_such_task", args(1));  // nobody
+  ASSERT_TRUE(c.wait_finals(4));
+  EXPECT_EQ(value_of<std::int64_t>(c.finals[1]), 5);
+  EXPECT_EQ(value_of<std::string>(c.finals[2]), "hi");
+  EXPECT_EQ(value_of<std::string>(c.finals[3]), "extra");
+  const proto::Event& unknown = c.finals[4];
+  EXPECT_EQ(unknown.error_type, "UnknownTask");
+  // The message names what each pool runs, so a typo is easy to see.
+  EXPECT_NE(unknown.error_message.find("unknown task 'no_such_task': no worker runs it"), std::string::npos)
+      << unknown.error_message;
+  EXPECT_NE(unknown.error_message.find("default: crash, echo, fail"), std::string::npos)
+      << unknown.error_message;
+  EXPECT_NE(unknown.error_message.find("extra: add, nap_ms, pool_name"), std::string::npos)
+      << unknown.error_message;
+}
+
+TEST_F(PoolsTest, StatusShowsPoolsTheirNamesAndEachWorkersPool) {
+  Daemon d(1, {}, {"--pool", extra_pool(2)});
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "add", args(1, 1));  // a task for each pool: both said hello once they ran one
+  c.submit(2, "echo", args(1));
+  ASSERT_TRUE(c.wait_finals(2));
+  auto oh = d.status(ctx_);
+  auto st = oh.get().as<Map>();
+  auto pools = st.at("pools").as<std::vector<Map>>();
+  ASSERT_EQ(pools.size(), 2u);
+  EXPECT_EQ(pools[0].at("name").as<std::string>(), "default");
+  EXPECT_EQ(pools[0].at("workers").as<int>(), 1);
+  EXPECT_EQ(pools[1].at("name").as<std::string>(), "extra");
+  EXPECT_EQ(pools[1].at("workers").as<int>(), 2);
+  EXPECT_EQ(pools[1].at("task_names").as<std::vector<std::string>>(),
+            (std::vector<std::string>{"add", "nap_ms", "pool_name"}));
+  EXPECT_NE(pools[1].at("command").as<std::string>().find("extra_worker"), std::string::npos);
+  std::map<std::string, int> per_pool;
+  for (auto& w : st.at("workers").as<std::vector<Map>>()) {
+    per_pool[w.at("pool").as<std::string>()]++;
+    EXPECT_EQ(w.at("restarts").as<int>(), 0);
+  }
+  EXPECT_EQ(per_pool["default"], 1);
+  EXPECT_EQ(per_pool["extra"], 2);
+  auto settings = st.at("settings").as<std::map<std::string, std::string>>();
+  EXPECT_EQ(settings.at("pools"), extra_pool(2));
+  auto rates = st.at("rates").as<Map>();
+  EXPECT_GE(rates.at("submitted").as<double>(), 0.0);
+  EXPECT_GE(rates.at("window_s").as<double>(), 0.0);
+}
+
+// Each pool has its own queue: a backlog of slow tasks in one pool does not hold up another's.
+TEST_F(PoolsTest, ABusyPoolDoesNotHoldUpAnother) {
+  Daemon d(1, {}, {"--pool", extra_pool(1)});
+  RawClient c(ctx_, d.endpoint());
+  for (std::uint64_t id = 1; id <= 4; ++id) c.submit(id, "nap_ms", args(400));  // 1.6 s for the extra pool
+  for (std::uint64_t id = 5; id <= 24; ++id) c.submit(id, "echo", args(id));
+  ASSERT_TRUE(c.wait_finals(24, 30s));
+  // All 20 echoes came back before the second nap did.
+  auto second_nap = std::find_if(c.order.begin(), c.order.end(),
+                                 [&, seen = 0](std::uint64_t id) mutable { return id <= 4 && ++seen == 2; });
+  std::size_t echoes_before =
+      std::count_if(c.order.begin(), second_nap, [](std::uint64_t id) { return id > 4; });
+  EXPECT_EQ(echoes_before, 20u);
+  for (std::uint64_t id = 5; id <= 24; ++id) EXPECT_EQ(value_of<std::uint64_t>(c.finals[id]), id);
+}
+
+// Tasks submitted before any worker said what it runs wait for that, then go to the right pool.
+TEST_F(PoolsTest, TasksSubmittedAtStartWaitForTheNamesAndAreNotLost) {
+  Daemon d(2, {}, {"--pool", extra_pool(2)});
+  RawClient c(ctx_, d.endpoint());  // right away: workers are most likely still starting
+  for (std::uint64_t id = 1; id <= 200; ++id)
+    c.submit(id, id % 2 ? "add" : "echo", id % 2 ? args(id, 1) : args(id));
+  ASSERT_TRUE(c.wait_finals(200));
+  for (std::uint64_t id = 1; id <= 200; ++id)
+    EXPECT_EQ(value_of<std::uint64_t>(c.finals[id]), id % 2 ? id + 1 : id) << id;
+}
+
+// A pool whose command cannot start fails only the tasks that could have gone to it.
+TEST_F(PoolsTest, ABrokenPoolFailsItsTasksAndTheOtherPoolServes) {
+  Daemon d(1, {}, {"--pool", "broken:1:/bin/false"});
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "echo", args(1));
+  ASSERT_TRUE(c.wait_finals(1));
+  EXPECT_EQ(value_of<int>(c.finals[1]), 1);
+  c.submit(2, "add", args(1, 2));  // the default pool does not run it; the broken pool might have
+  ASSERT_TRUE(c.wait_finals(2, 20s));
+  EXPECT_EQ(c.finals[2].error_type, "WorkerUnavailable");
+  EXPECT_NE(c.finals[2].error_message.find("pool 'broken'"), std::string::npos) << c.finals[2].error_message;
+  c.submit(3, "echo", args(3));
+  ASSERT_TRUE(c.wait_finals(3));
+  EXPECT_EQ(value_of<int>(c.finals[3]), 3);
+}
+
+TEST_F(PoolsTest, BadPoolFlagsAreRefusedAtStart) {
+  for (auto [flag, why] : std::vector<std::pair<std::string, std::string>>{
+           {"nocolons", "is not NAME:WORKERS:COMMAND"},
+           {"x:many:/bin/true", "is not a number of workers"},
+           {"x:0:/bin/true", "out of range"},
+           {"default:1:/bin/true", "pool 'default' is the one of workers"},
+           {"bad name:1:/bin/true", "use letters, digits"},
+           {"x:1:", "command is empty"}}) {
+    TempDir dir;
+    Process p({bin_path("zexecd"), "--endpoint", dir.ipc("d.sock"), "--pool", flag}, {}, dir.path() + "/out",
+              dir.path() + "/err");
+    ASSERT_TRUE(p.wait_exit(10s)) << flag;
+    EXPECT_FALSE(p.exited_ok()) << flag;
+    std::ifstream err(dir.path() + "/err");
+    std::string text((std::istreambuf_iterator<char>(err)), {});
+    EXPECT_NE(text.find(why), std::string::npos) << flag << ": " << text;
+  }
+}
