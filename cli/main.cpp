@@ -134,13 +134,30 @@ int status(const std::string& endpoint, bool as_json) {
                 st.at("uptime_ms").as<double>() / 1000, st.at("stopping").as<bool>() ? ", STOPPING" : "");
     std::printf("tasks: %lu owned, %lu queued\n", st.at("tasks").as<unsigned long>(),
                 st.at("queued").as<unsigned long>());
-    std::printf("\n%-5s %-8s %-9s %5s %10s %10s %9s  %s\n", "slot", "pid", "state", "held", "done", "running",
-                "rss MiB", "task (CLIENT:TASK name)");
+    if (auto r = st.find("rates"); r != st.end()) {
+      auto rates = r->second.as<std::map<std::string, double>>();
+      std::printf("last %.1f s: %.1f submitted/s, %.1f finished/s, %.1f failed/s\n", rates["window_s"],
+                  rates["submitted"], rates["finished"], rates["failed"]);
+    }
+    if (auto p = st.find("pools"); p != st.end()) {
+      std::printf("\n%-12s %7s %7s  %s\n", "pool", "workers", "queued", "command (task names)");
+      for (auto& pool : p->second.as<std::vector<Map>>()) {
+        const msgpack::object& names = pool.at("task_names");
+        std::string what = names.is_nil() ? "not known yet" : zexec::cli::to_json(names);
+        std::printf("%-12s %7d %7lu  %s (%s)%s\n", pool.at("name").as<std::string>().c_str(),
+                    pool.at("workers").as<int>(), pool.at("queued").as<unsigned long>(),
+                    pool.at("command").as<std::string>().c_str(), what.c_str(),
+                    pool.at("broken").as<bool>() ? " CANNOT START" : "");
+      }
+    }
+    std::printf("\n%-5s %-10s %-8s %-9s %5s %10s %8s %10s %9s  %s\n", "slot", "pool", "pid", "state", "held",
+                "done", "restarts", "running", "rss MiB", "task (CLIENT:TASK name)");
     for (auto& w : st.at("workers").as<std::vector<Map>>()) {
       long running = w.at("running_ms").as<long>();
-      std::printf("%-5d %-8d %-9s %5lu %10lu %10s %9.1f  %s\n", w.at("slot").as<int>(), w.at("pid").as<int>(),
+      std::printf("%-5d %-10s %-8d %-9s %5lu %10lu %8lu %10s %9.1f  %s\n", w.at("slot").as<int>(),
+                  w.at("pool").as<std::string>().c_str(), w.at("pid").as<int>(),
                   w.at("state").as<std::string>().c_str(), w.at("held").as<unsigned long>(),
-                  w.at("tasks_done").as<unsigned long>(),
+                  w.at("tasks_done").as<unsigned long>(), w.at("restarts").as<unsigned long>(),
                   running < 0 ? "-" : (std::to_string(running) + " ms").c_str(),
                   w.at("rss_bytes").as<double>() / (1 << 20), w.at("running_task").as<std::string>().c_str());
     }
