@@ -1,6 +1,7 @@
 // Worker pools: workers announce the task names they run, and each task goes only to a pool that
 // runs it. Real daemon, real workers of two different programs (zexec-worker and extra_worker).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <fstream>
@@ -74,8 +75,28 @@ TEST_F(PoolsTest, StatusShowsPoolsTheirNamesAndEachWorkersPool) {
   auto settings = st.at("settings").as<std::map<std::string, std::string>>();
   EXPECT_EQ(settings.at("pools"), extra_pool(2));
   auto rates = st.at("rates").as<Map>();
-  EXPECT_GE(rates.at("submitted").as<double>(), 0.0);
-  EXPECT_GE(rates.at("window_s").as<double>(), 0.0);
+  EXPECT_GT(rates.at("window_s").as<double>(), 0.0);
+  EXPECT_GT(rates.at("submitted").as<double>(), 0.0);  // 2 tasks within the window
+  EXPECT_GT(rates.at("finished").as<double>(), 0.0);
+  EXPECT_EQ(rates.at("failed").as<double>(), 0.0);
+}
+
+TEST_F(PoolsTest, StatusCountsRestartsPerSlot) {
+  Daemon d(2);
+  std::vector<pid_t> pids;
+  ASSERT_TRUE(wait_until([&] { return (pids = d.ready_worker_pids(ctx_)).size() == 2; }));
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+  std::vector<int> restarts;
+  ASSERT_TRUE(wait_until([&] {
+    auto oh = d.status(ctx_);
+    restarts.clear();
+    int ready = 0;
+    for (auto& w : oh.get().as<Map>().at("workers").as<std::vector<Map>>()) {
+      restarts.push_back(w.at("restarts").as<int>());
+      ready += w.at("state").as<std::string>() == "ready";
+    }
+    return ready == 2 && restarts.size() == 2 && restarts[0] + restarts[1] == 1;
+  })) << "the killed worker's slot was not restarted and counted";
 }
 
 // Each pool has its own queue: a backlog of slow tasks in one pool does not hold up another's.
