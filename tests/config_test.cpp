@@ -26,6 +26,32 @@ std::pair<int, std::string> run_zexecd(const TempDir& dir, std::vector<std::stri
   return {WEXITSTATUS(p.status()), read_file(dir.path() + "/err") + read_file(dir.path() + "/out")};
 }
 
+// Ready workers per pool, from `status`; empty when the daemon does not answer.
+std::map<std::string, int> ready_by_pool(zmq::context_t& ctx, const std::string& endpoint) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint);
+  std::string frame = zexec::proto::encode(zexec::proto::Status{});
+  s.send(zmq::buffer(frame), zmq::send_flags::none);
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  std::map<std::string, int> ready;
+  while (zmq::poll(&item, 1, std::chrono::seconds(5)) > 0) {
+    zmq::message_t msg;
+    (void)s.recv(msg);
+    auto d = zexec::proto::decode(msg.to_string_view());
+    if (!d || !std::holds_alternative<zexec::proto::StatusReply>(*d.message)) continue;
+    const auto& body = std::get<zexec::proto::StatusReply>(*d.message).body;
+    auto oh = msgpack::unpack(body.data(), body.size());
+    for (auto& w : oh.get()
+                       .as<std::map<std::string, msgpack::object>>()
+                       .at("workers")
+                       .as<std::vector<std::map<std::string, msgpack::object>>>())
+      ready[w.at("pool").as<std::string>()] += w.at("state").as<std::string>() == "ready";
+    break;
+  }
+  return ready;
+}
+
 }  // namespace
 
 TEST(Config, FileSetsAndFlagsOverride) {
@@ -100,30 +126,7 @@ TEST(Config, SighupReloadsTheFileAndResizesThePoolWithoutLosingTasks) {
   Process daemon(
       {bin_path("zexecd"), "--config", file, "--endpoint", dir.ipc("d.sock"), "--log-level", "warn"});
   ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.path() + "/d.sock"); }));
-  auto ready_workers = [&] {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    s.connect(dir.ipc("d.sock"));
-    std::string frame = zexec::proto::encode(zexec::proto::Status{});
-    s.send(zmq::buffer(frame), zmq::send_flags::none);
-    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-    while (zmq::poll(&item, 1, std::chrono::seconds(5)) > 0) {
-      zmq::message_t msg;
-      (void)s.recv(msg);
-      auto d = zexec::proto::decode(msg.to_string_view());
-      if (!d || !std::holds_alternative<zexec::proto::StatusReply>(*d.message)) continue;
-      const auto& body = std::get<zexec::proto::StatusReply>(*d.message).body;
-      auto oh = msgpack::unpack(body.data(), body.size());
-      int n = 0;
-      for (auto& w : oh.get()
-                         .as<std::map<std::string, msgpack::object>>()
-                         .at("workers")
-                         .as<std::vector<std::map<std::string, msgpack::object>>>())
-        n += w.at("state").as<std::string>() == "ready";
-      return n;
-    }
-    return -1;
-  };
+  auto ready_workers = [&] { return ready_by_pool(ctx, dir.ipc("d.sock"))["default"]; };
   ASSERT_TRUE(wait_until([&] { return ready_workers() == 1; }));
   RawClient c(ctx, dir.ipc("d.sock"));
   for (int i = 1; i <= 200; ++i) c.submit(i, "sleep", args(0.005));
@@ -172,4 +175,31 @@ TEST(Config, PoolsComeFromTablesInTheFile) {
   std::tie(rc, err) = run_zexecd(dir, {"--config", file});
   EXPECT_EQ(rc, 2);
   EXPECT_NE(err.find(file + ":1:1: pools.extra: pool 'extra': command is empty"), std::string::npos) << err;
+}
+
+TEST(Config, SighupResizesANamedPoolWithoutLosingItsTasks) {
+  TempDir dir;
+  std::string file = dir.path() + "/zexecd.toml";
+  auto write = [&](int extra) {
+    std::ofstream(file) << "workers = 1\n[pools.extra]\nworkers = " << extra << "\ncommand = \""
+                        << bin_path("extra_worker") << "\"\n";
+  };
+  write(1);
+  zmq::context_t ctx;
+  Process daemon(
+      {bin_path("zexecd"), "--config", file, "--endpoint", dir.ipc("d.sock"), "--log-level", "warn"});
+  ASSERT_TRUE(wait_until([&] { return ready_by_pool(ctx, dir.ipc("d.sock"))["extra"] == 1; }));
+  RawClient c(ctx, dir.ipc("d.sock"));
+  for (int i = 1; i <= 100; ++i) c.submit(i, "nap_ms", args(5));
+  write(3);
+  daemon.kill(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return ready_by_pool(ctx, dir.ipc("d.sock"))["extra"] == 3; }))
+      << "the extra pool did not grow";
+  write(1);
+  daemon.kill(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return ready_by_pool(ctx, dir.ipc("d.sock"))["extra"] == 1; }))
+      << "the extra pool did not shrink";
+  ASSERT_TRUE(c.wait_finals(100, 30s));
+  for (int i = 1; i <= 100; ++i) EXPECT_EQ(c.finals[i].kind, proto::Outcome::ok) << i;
+  EXPECT_EQ(ready_by_pool(ctx, dir.ipc("d.sock"))["default"], 1);
 }
