@@ -22,4 +22,12 @@ sed "s|^prefix=.*|prefix=$work/prefix|; s|^libdir=.*|libdir=$work/prefix/lib|; s
 g++ -std=c++20 ${CONSUMER_CXXFLAGS:-} "$source_dir/tests/consumer/main.cpp" -o "$work/consumer-pc" \
   $(PKG_CONFIG_PATH="$work" pkg-config --cflags --libs zexec)
 ZEXEC_DAEMON="$work/prefix/bin/zexecd" timeout 120 "$work/consumer-pc" | grep -q "sum 100"
-echo "consumer built against the installed package (CMake and pkg-config) and ran"
+# The installed Python package, run by Debian's python3 against the installed daemon (embedded mode).
+pydir=$(ls -d "$work"/prefix/lib/python3*/dist-packages)
+ZEXEC_DAEMON="$work/prefix/bin/zexecd" PYTHONPATH="$pydir" PYTHONDONTWRITEBYTECODE=1 timeout 120 /usr/bin/python3 -c '
+import zexec
+with zexec.Executor(workers=2) as ex:
+    assert ex.submit("echo", 41).result(60) == 41
+    assert list(ex.map("echo", range(5), timeout=60)) == list(range(5))
+print("python ok")' | grep -q "python ok"
+echo "consumer built against the installed package (CMake, pkg-config and Python) and ran"

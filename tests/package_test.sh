@@ -23,7 +23,8 @@ for f in /usr/bin/zexecd /usr/bin/zexec /usr/bin/zexec-worker \
          /usr/share/man/man8/zexecd.8.gz /usr/share/man/man1/zexec.1.gz \
          /usr/include/zexec/client.hpp /usr/include/zexec/worker.hpp /usr/include/zexec/protocol.hpp \
          /usr/lib/x86_64-linux-gnu/cmake/zexec/zexecConfig.cmake /usr/lib/x86_64-linux-gnu/pkgconfig/zexec.pc \
-         /usr/share/doc/zexec/PROTOCOL.md; do
+         /usr/share/doc/zexec/PROTOCOL.md /usr/lib/python3/dist-packages/zexec/__init__.py \
+         /usr/lib/python3/dist-packages/zexec/worker.py; do
   grep -qx "$f" "$work/files" || fail "the package lacks $f"
 done
 if grep -q '^/usr/local\|^/usr/etc' "$work/files"; then fail "files outside Debian's paths: $(grep '^/usr/local\|^/usr/etc' "$work/files")"; fi
@@ -62,6 +63,9 @@ mkdir "$work/root"
 dpkg-deb -x "$deb" "$work/root"
 "$work/root/usr/bin/zexecd" --version | grep -q "^zexecd " || fail "zexecd --version"
 "$work/root/usr/bin/zexec" --help 2>&1 | grep -q 'usage: zexec' || fail "zexec --help"
+# The Python package imports from where the package put it (Debian's python3 looks there).
+PYTHONPATH="$work/root/usr/lib/python3/dist-packages" /usr/bin/python3 -c 'import zexec, zexec.worker; zexec.Executor' \
+  || fail "the packaged Python module does not import"
 for page in usr/share/man/man8/zexecd.8.gz usr/share/man/man1/zexec.1.gz; do
   warnings=$(zcat "$work/root/$page" | groff -man -ww -z 2>&1)
   [ -z "$warnings" ] || fail "$page: $warnings"

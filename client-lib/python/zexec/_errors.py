@@ -1,0 +1,129 @@
+"""Every exception the zexec Python package raises.
+
+All derive from :class:`Error`, so ``except zexec.Error`` catches anything zexec-specific.
+Remote task failures are :class:`TaskError` (or a subclass picked by the wire type name of
+docs/PROTOCOL.md section 7), so callers can tell "my task raised" from "the plumbing broke".
+"""
+
+import builtins
+
+__all__ = [
+    "Error",
+    "ProtocolError",
+    "ConnectionError",
+    "DaemonLostError",
+    "DaemonError",
+    "TaskError",
+    "WorkerCrashedError",
+    "TaskTimeoutError",
+    "QuarantinedError",
+    "QueueFullError",
+    "UnknownTaskError",
+    "BadArgumentsError",
+    "ShuttingDownError",
+    "WorkerUnavailableError",
+    "ResultTooLargeError",
+    "task_error",
+]
+
+
+class Error(Exception):
+    """Base class of every zexec exception."""
+
+
+class ProtocolError(Error, ValueError):
+    """A frame that is not a valid zexec protocol v1 message (peers never guess, they refuse)."""
+
+
+class ConnectionError(Error, builtins.ConnectionError):  # noqa: A001 - deliberate, like zexec::ConnectionError
+    """The daemon could not be reached, or the connection to it is unusable."""
+
+
+class DaemonLostError(ConnectionError):
+    """The daemon went silent for 5 x heartbeat_ms (or forgot this client): every unfinished
+    future fails with this, since none of them will ever hear from the daemon again."""
+
+
+class DaemonError(ConnectionError):
+    """The daemon answered with an ``error`` message (``code`` e.g. ``shutting_down``,
+    ``unknown_client``, ``bad_message``), refusing what this client sent."""
+
+    def __init__(self, code, message):
+        super().__init__(f"zexecd refused: {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class TaskError(Error):
+    """The task failed remotely: it raised, or the daemon/worker reported an error for it.
+
+    ``type`` is the remote type name (``ValueError``, ``std::runtime_error``, ``UnknownTask``...),
+    ``message`` its text, ``task_name`` the task that failed.
+    """
+
+    def __init__(self, type, message, task_name=""):  # noqa: A002 - 'type' is the protocol's word
+        super().__init__(f"{task_name + ': ' if task_name else ''}{type}: {message}")
+        self.type = type
+        self.message = message
+        self.task_name = task_name
+
+    def __reduce__(self):  # picklable despite the custom __init__
+        return (self.__class__, (self.type, self.message, self.task_name))
+
+
+class WorkerCrashedError(TaskError):
+    """``WorkerCrashed``: the worker process died while running the task."""
+
+
+class TaskTimeoutError(TaskError):
+    """``TaskTimeout``: the task ran past its ``timeout`` option (its worker was killed).
+
+    Deliberately not a builtin TimeoutError: that one means "your own wait ran out"."""
+
+
+class QuarantinedError(TaskError):
+    """``Quarantined``: the task crashed its worker ``quarantine_after`` times."""
+
+
+class QueueFullError(TaskError):
+    """``QueueFull``: this client had ``max_pending`` unfinished tasks. Raised by ``submit()``
+    itself when no room came within ``submit_timeout`` (then ``type`` is also ``QueueFull``)."""
+
+
+class UnknownTaskError(TaskError):
+    """``UnknownTask``: no worker task of that name is registered."""
+
+
+class BadArgumentsError(TaskError):
+    """``BadArguments``: the arguments do not fit the task's parameters."""
+
+
+class ShuttingDownError(TaskError):
+    """``ShuttingDown``: submitted while the daemon was stopping."""
+
+
+class WorkerUnavailableError(TaskError):
+    """``WorkerUnavailable``: no worker can start (the worker command keeps failing)."""
+
+
+class ResultTooLargeError(TaskError):
+    """``ResultTooLarge``: the return value does not fit in one frame."""
+
+
+_BY_TYPE = {
+    "WorkerCrashed": WorkerCrashedError,
+    "TaskTimeout": TaskTimeoutError,
+    "Quarantined": QuarantinedError,
+    "QueueFull": QueueFullError,
+    "UnknownTask": UnknownTaskError,
+    "BadArguments": BadArgumentsError,
+    "ShuttingDown": ShuttingDownError,
+    "WorkerUnavailable": WorkerUnavailableError,
+    "ResultTooLarge": ResultTooLargeError,
+}
+
+
+def task_error(type, message, task_name=""):  # noqa: A002
+    """The exception for a remote error event: the subclass named by PROTOCOL.md section 7's
+    type names, else a plain TaskError (a task's own exception type, e.g. ``ValueError``)."""
+    return _BY_TYPE.get(type, TaskError)(type, message, task_name)
