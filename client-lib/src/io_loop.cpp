@@ -211,7 +211,13 @@ void ClientCore::read_dealer() {
     }
     proto::Decoded d = proto::decode(msg.to_string_view());
     if (!d) {
-      set_last_error("undecodable message from zexecd at " + endpoint_ + ": " + d.error);
+      std::string text = "undecodable message from zexecd at " + endpoint_ + ": " + d.error;
+      // During the handshake it can only be the answer to our hello: a daemon speaking another
+      // protocol version. Say so now rather than time out as "not reachable".
+      if (io_phase_ == Phase::connecting)
+        fail_everything(text, Phase::broken);
+      else
+        set_last_error(text);
       continue;
     }
     on_dealer_message(*d.message);
