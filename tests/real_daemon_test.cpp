@@ -10,11 +10,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <set>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "client_support.hpp"
@@ -455,6 +457,44 @@ TEST(ExecutorTest, RunsTasksAndShutsDown) {
   EXPECT_TRUE(f.done());
   EXPECT_DOUBLE_EQ(f.result<double>(), 0.3);
   EXPECT_NE(::kill(pid, 0), 0) << "the daemon is gone";
+}
+
+// The private daemon lives as long as the program, not as long as the thread that created the
+// Executor (a parent-death signal would be tied to that thread).
+TEST(ExecutorTest, OutlivesTheThreadThatCreatedIt) {
+  SKIP_WITHOUT_DAEMON();
+  std::unique_ptr<Executor> ex;
+  std::thread([&] { ex = std::make_unique<Executor>(built_executor(1)); }).join();
+  EXPECT_EQ(ex->submit("echo", 7).result<int>(20s), 7);
+  int pid = ex->daemon_pid();
+  ex.reset();
+  EXPECT_NE(::kill(pid, 0), 0) << "the daemon is gone after the Executor";
+}
+
+// --parent-pid: an embedded daemon whose program died stops by itself.
+TEST(ExecutorTest, DaemonStopsWhenItsParentIsGone) {
+  SKIP_WITHOUT_DAEMON();
+  TempDir dir;
+  std::string pidfile = dir.path() + "/pid", stopfile = dir.path() + "/stop";
+  // A shell plays the program: it starts zexecd as its child, then exits when told to.
+  std::string script = "\"$0\" --endpoint " + dir.ipc("d.sock") +
+                       " --workers 1 --log-level warn --parent-pid $$ & echo $! > " + pidfile +
+                       "; while [ ! -e " + stopfile + " ]; do sleep 0.02; done";
+  test::Process sh({"/bin/sh", "-c", script, test::bin_path("zexecd")});
+  pid_t daemon = 0;
+  ASSERT_TRUE(wait_until([&] {
+    std::ifstream f(pidfile);
+    return static_cast<bool>(f >> daemon);
+  }));
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.path() + "/d.sock"); }));
+  std::ofstream(stopfile) << "";
+  ASSERT_TRUE(sh.wait_exit(10s));
+  auto alive = [&] {  // a zombie waiting for its new parent to reap it counts as gone
+    std::ifstream stat("/proc/" + std::to_string(daemon) + "/stat");
+    std::string pid, comm, state;
+    return static_cast<bool>(stat >> pid >> comm >> state) && state != "Z";
+  };
+  EXPECT_TRUE(wait_until([&] { return !alive(); }, 20s)) << "zexecd outlived its parent";
 }
 
 TEST(ExecutorTest, ShutdownCancelFuturesAndSubmitAfterShutdown) {

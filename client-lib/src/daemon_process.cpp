@@ -86,8 +86,9 @@ DaemonProcess::DaemonProcess(std::vector<std::string> argv) : program_(argv.at(0
     throw Error("cannot start zexecd: fork: " + std::string(std::strerror(err)));
   }
   if (pid_ == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl took effect
+    // No PR_SET_PDEATHSIG: it fires when the forking *thread* ends. The daemon watches its parent
+    // itself (--parent-pid, which the Executor passes).
+    if (::getppid() != parent) ::_exit(1);  // the parent is already gone
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);  // do not inherit our blocked signals

@@ -1,5 +1,7 @@
 #include "zexec/executor.hpp"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -25,7 +27,9 @@ Executor::Executor(ExecutorOptions options) : options_(std::move(options)) {
   std::vector<std::string> argv{detail::find_daemon(options_.daemon_path)};
   run_dir_ = detail::make_private_dir();
   endpoint_ = "ipc://" + run_dir_ + "/zexecd.sock";
-  argv.insert(argv.end(), {"--endpoint", endpoint_, "--workers", std::to_string(workers)});
+  // The daemon stops when this process ends, whichever thread created the Executor.
+  argv.insert(argv.end(), {"--endpoint", endpoint_, "--workers", std::to_string(workers), "--parent-pid",
+                           std::to_string(::getpid())});
   if (!options_.worker_command.empty())
     argv.insert(argv.end(), {"--worker-command", options_.worker_command});
   argv.insert(argv.end(), options_.daemon_args.begin(), options_.daemon_args.end());

@@ -200,6 +200,16 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   }
   if (metrics_) next = std::min(next, next_metrics_);
   check_broken_pools();
+  if (opts_.parent_pid > 0 && !stopping_) {
+    // Polled, not a death signal: PR_SET_PDEATHSIG fires when the *thread* that forked us ends,
+    // which in a multithreaded program is not the program ending.
+    if (getppid() != opts_.parent_pid) {
+      spdlog::info("process {} that started zexecd is gone: stopping", opts_.parent_pid);
+      begin_shutdown();
+    } else {
+      next = std::min(next, now + std::chrono::milliseconds(200));
+    }
+  }
   for (std::size_t i = 0; i < slots_.size(); ++i)
     if (!workers_[i] && slots_[i].wanted && !stopping_) next = std::min(next, slots_[i].respawn_at);
   next = std::min(next, sample_rates(now));

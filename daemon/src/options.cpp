@@ -73,6 +73,9 @@ const Setting kSettings[] = {
     integer("metrics_port", &Options::metrics_port, 0, 65535,
             "serve Prometheus metrics on this HTTP port (0 = off)"),
     text("metrics_address", &Options::metrics_address, "address the metrics port listens on"),
+    integer("parent_pid", &Options::parent_pid, 0, 2147483647,
+            "stop as on SIGTERM once the process with this pid is no longer zexecd's parent, e.g. "
+            "an embedded daemon's program (0 = off)"),
     boolean("print_endpoint", &Options::print_endpoint,
             "print the bound endpoint on stdout once serving (useful with tcp://HOST:*)"),
 };
