@@ -44,7 +44,7 @@ import zmq
 from . import protocol as proto
 from ._errors import Error
 
-__all__ = ["task", "run", "serve", "registered", "WorkerError"]
+__all__ = ["task", "run", "serve", "registered", "command", "WorkerError"]
 
 _MAX_RESULT_BYTES = proto.MAX_MESSAGE_BYTES - (64 << 10)
 _MAX_ERROR_TEXT = 64 << 10  # receivers refuse str fields over 1 MiB: one long text would cost a batch
@@ -443,22 +443,44 @@ def run(*, capacity=64, advertise=True):
     sys.exit(code)
 
 
+def command(script, *functions):
+    """The ``worker_command`` that serves ``functions`` (names of plain functions) and the
+    ``@task`` functions of ``script`` with this Python: e.g.
+    ``zexec.Executor(workers=4, worker_command=zexec.worker.command(__file__, "task"))`` runs the
+    program's own ``def task(...)`` in zexecd's workers, unchanged."""
+    import shlex
+
+    target = os.path.abspath(script)
+    if functions:
+        target += ":" + ",".join(functions)
+    return f"{shlex.quote(sys.executable)} -m zexec.worker {shlex.quote(target)}"
+
+
 def _main(argv):
-    """``python3 -m zexec.worker SCRIPT.py|MODULE``: load the tasks, then run()."""
+    """``python3 -m zexec.worker SCRIPT.py|MODULE[:FUNC,...]``: load the tasks, then run()."""
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python3 -m zexec.worker SCRIPT.py|MODULE\n"
-              "Loads the @zexec.worker.task functions of SCRIPT or MODULE and serves them to the zexecd\n"
-              "that started this process.", file=sys.stderr if len(argv) != 1 else sys.stdout)
+        print("usage: python3 -m zexec.worker SCRIPT.py|MODULE[:FUNCTION,...]\n"
+              "Loads the @zexec.worker.task functions of SCRIPT or MODULE, and the plain functions named\n"
+              "after ':', and serves them to the zexecd that started this process.",
+              file=sys.stderr if len(argv) != 1 else sys.stdout)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    target = argv[0]
+    target, _, names = argv[0].partition(":")
     if target.endswith(".py") or os.sep in target:
         import runpy
         sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
-        runpy.run_path(target, run_name="__zexec_worker__")  # a `if __name__ == "__main__"` run() stays off
+        # Not "__main__": the script's `if __name__ == "__main__":` part (the producer) stays off.
+        namespace = runpy.run_path(target, run_name="__zexec_worker__")
     else:
         import importlib
         sys.path.insert(0, os.getcwd())
-        importlib.import_module(target)
+        namespace = vars(importlib.import_module(target))
+    for name in filter(None, names.split(",")):
+        fn = namespace.get(name)
+        if not callable(fn):
+            print(f"zexec worker: {target} has no function '{name}'", file=sys.stderr, flush=True)
+            sys.exit(2)
+        if _registry.get(name) is not fn:
+            task(fn, name=name)
     run()
 
 
