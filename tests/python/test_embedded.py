@@ -131,3 +131,15 @@ def test_dropped_executor_finishes_its_tasks_then_stops_its_daemon():
     gc.collect()
     assert f.result(T) == 0.2
     wait_for(lambda: _gone(pid), timeout=T, what="the private zexecd to stop once idle")
+
+
+def test_private_daemon_options_do_not_mix_with_an_endpoint_and_options_are_checked(daemon):
+    for kw in ({"workers": 1}, {"worker_command": "x"}, {"daemon": "/bin/true"}, {"daemon_args": ["--x"]}):
+        with pytest.raises(ValueError, match="do not apply with an endpoint"):
+            zexec.Executor(daemon.endpoint, **kw)
+    with zexec.Executor(daemon.endpoint) as ex:
+        for bad in (True, -1.0, float("nan"), "1"):
+            with pytest.raises(ValueError, match="retry_backoff"):
+                ex.task("echo", retry_backoff=bad)
+        # A backoff under a millisecond is still a backoff (rounded up, as timeouts are).
+        assert ex.task("echo", retries=1, retry_backoff=0.0001).submit(3).result(20) == 3

@@ -81,10 +81,11 @@ def _count(n, what):
 def _options(timeout=None, retries=0, crash_retries=0, retry_backoff=0.0):
     """The protocol's options map: only nonzero keys (PROTOCOL.md section 3)."""
     backoff = 0
+    if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) or retry_backoff < 0 \
+            or not math.isfinite(retry_backoff):
+        raise ValueError(f"retry_backoff must be a non-negative number of seconds, got {retry_backoff!r}")
     if retry_backoff:
-        if not isinstance(retry_backoff, (int, float)) or retry_backoff < 0 or not math.isfinite(retry_backoff):
-            raise ValueError(f"retry_backoff must be a non-negative number of seconds, got {retry_backoff!r}")
-        backoff = round(retry_backoff * 1000)
+        backoff = math.ceil(retry_backoff * 1000)  # as timeouts: a tiny backoff is 1 ms, not none
         if backoff > _U32:
             raise ValueError(f"retry_backoff of {retry_backoff} s is too long")
     opts = {"timeout_ms": _timeout_ms(timeout, "timeout"), "retries": _count(retries, "retries"),
@@ -223,9 +224,11 @@ class Executor(concurrent.futures.Executor):
         self._run_dir = None
         self._shutdown_lock = threading.Lock()
         self._shut = False
-        embedded = endpoint is None and (workers is not None or worker_command is not None or daemon is not None)
-        if endpoint is not None and (workers is not None or worker_command is not None or daemon_args):
-            raise ValueError("workers/worker_command/daemon_args configure a private daemon; "
+        embedded = endpoint is None and (workers is not None or worker_command is not None or daemon is not None
+                                         or bool(daemon_args))
+        if endpoint is not None and (workers is not None or worker_command is not None or daemon is not None
+                                     or daemon_args):
+            raise ValueError("workers/worker_command/daemon/daemon_args configure a private daemon; "
                              "they do not apply with an endpoint")
         if embedded:
             if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
