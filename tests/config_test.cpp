@@ -203,3 +203,25 @@ TEST(Config, SighupResizesANamedPoolWithoutLosingItsTasks) {
   for (int i = 1; i <= 100; ++i) EXPECT_EQ(c.finals[i].kind, proto::Outcome::ok) << i;
   EXPECT_EQ(ready_by_pool(ctx, dir.ipc("d.sock"))["default"], 1);
 }
+
+TEST(Config, APoolFlagOverridesTheFilesPoolOfThatName) {
+  TempDir dir;
+  std::string file = dir.path() + "/zexecd.toml";
+  std::ofstream(file) << "[pools.extra]\nworkers = 3\ncommand = \"" << bin_path("extra_worker") << "\"\n";
+  zmq::context_t ctx;
+  Daemon d(1, {}, {"--config", file, "--pool", "extra:1:" + bin_path("extra_worker")});
+  auto oh = d.status(ctx);
+  auto pools = oh.get()
+                   .as<std::map<std::string, msgpack::object>>()
+                   .at("pools")
+                   .as<std::vector<std::map<std::string, msgpack::object>>>();
+  ASSERT_EQ(pools.size(), 2u);
+  EXPECT_EQ(pools[1].at("workers").as<int>(), 1);
+
+  std::ofstream(file) << "[pools.extra]\nworkers = 100000000000\ncommand = \"x\"\n";
+  auto [rc, err] = run_zexecd(dir, {"--config", file});
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.find(file + ":2:11: pools.extra.workers: 100000000000 is out of range [1, 4096]"),
+            std::string::npos)
+      << err;
+}

@@ -59,6 +59,8 @@ TEST_F(PolyglotTest, CppClientRunsPythonTasks) {
 
 TEST_F(PolyglotTest, CppClientAsCompletedOverPythonWorkers) {
   Daemon d(3, {}, {"--worker-command", kPyWorker});
+  // All three up first: with fewer, the tasks would queue behind each other.
+  ASSERT_TRUE(wait_until([&] { return d.ready_worker_pids(ctx_).size() == 3; }, 30s));
   zexec::Client client{d.endpoint()};
   std::vector<zexec::Future> futures;
   for (double s : {0.6, 0.2, 0.4}) futures.push_back(client.submit("sleep", s));

@@ -160,3 +160,100 @@ TEST_F(PoolsTest, BadPoolFlagsAreRefusedAtStart) {
     EXPECT_NE(text.find(why), std::string::npos) << flag << ": " << text;
   }
 }
+
+namespace {
+
+// A daemon started from a config file (pools from [pools.NAME] tables), for SIGHUP tests.
+struct FileDaemon {
+  TempDir dir;
+  std::string file = dir.path() + "/zexecd.toml";
+  std::unique_ptr<Process> proc;
+  void start() {
+    proc = std::make_unique<Process>(std::vector<std::string>{bin_path("zexecd"), "--config", file,
+                                                              "--endpoint", dir.ipc("d.sock"), "--log-level",
+                                                              "error", "--shutdown-grace-ms", "200"});
+    if (!wait_until([&] { return std::filesystem::exists(dir.path() + "/d.sock"); }))
+      throw std::runtime_error("zexecd did not start");
+  }
+  std::string endpoint() const { return dir.ipc("d.sock"); }
+  // (pool, state) -> number of workers
+  std::map<std::pair<std::string, std::string>, int> workers(zmq::context_t& ctx) {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(endpoint());
+    std::string frame = proto::encode(proto::Status{});
+    s.send(zmq::buffer(frame), zmq::send_flags::none);
+    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+    std::map<std::pair<std::string, std::string>, int> n;
+    while (zmq::poll(&item, 1, std::chrono::seconds(10)) > 0) {
+      zmq::message_t msg;
+      (void)s.recv(msg);
+      auto d = proto::decode(msg.to_string_view());
+      if (!d || !std::holds_alternative<proto::StatusReply>(*d.message)) continue;
+      const auto& body = std::get<proto::StatusReply>(*d.message).body;
+      auto oh = msgpack::unpack(body.data(), body.size());
+      for (auto& w : oh.get().as<Map>().at("workers").as<std::vector<Map>>())
+        n[{w.at("pool").as<std::string>(), w.at("state").as<std::string>()}]++;
+      break;
+    }
+    return n;
+  }
+};
+
+}  // namespace
+
+// "The first pool that runs its name" means the first in the file, not in alphabetical order.
+TEST_F(PoolsTest, PoolsFromTheFileKeepTheFilesOrder) {
+  FileDaemon d;
+  std::ofstream(d.file) << "workers = 1\n[pools.zzz]\nworkers = 1\ncommand = \"" << bin_path("extra_worker")
+                        << "\"\n[pools.aaa]\nworkers = 1\ncommand = \"" << bin_path("extra_worker") << "\"\n";
+  d.start();
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "pool_name", args());
+  ASSERT_TRUE(c.wait_finals(1));
+  EXPECT_EQ(value_of<std::string>(c.finals[1]), "zzz");
+}
+
+// Workers retired by a shrink before they said hello stay retired: they get no tasks (which
+// they would take down with them when they exit).
+TEST_F(PoolsTest, ShrinkingWhileWorkersStartLosesNoTask) {
+  FileDaemon d;
+  auto write = [&](int extra) {
+    std::ofstream(d.file) << "workers = 1\n[pools.extra]\nworkers = " << extra
+                          << "\ncommand = '/bin/sh -c \"sleep 1; exec " << bin_path("extra_worker")
+                          << "\"'\n";
+  };
+  write(4);
+  d.start();
+  RawClient c(ctx_, d.endpoint());
+  for (int i = 1; i <= 12; ++i) c.submit(i, "nap_ms", args(50));
+  write(1);
+  d.proc->kill(SIGHUP);  // within the second the extra workers take to say hello
+  ASSERT_TRUE(c.wait_finals(12, 30s));
+  for (int i = 1; i <= 12; ++i)
+    EXPECT_EQ(c.finals[i].kind, proto::Outcome::ok) << i << ": " << c.finals[i].error_message;
+}
+
+// Shrink, then grow back while the retired worker still finishes a long task: the pool gets a
+// fresh worker at once instead of waiting for the retiring one to leave its slot.
+TEST_F(PoolsTest, GrowingBackAfterAShrinkRestoresCapacityAtOnce) {
+  FileDaemon d;
+  auto write = [&](int extra) {
+    std::ofstream(d.file) << "workers = 1\n[pools.extra]\nworkers = " << extra << "\ncommand = \""
+                          << bin_path("extra_worker") << "\"\n";
+  };
+  write(2);
+  d.start();
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "nap_ms", args(6000));
+  c.submit(2, "nap_ms", args(6000));
+  ASSERT_TRUE(c.collect([&] { return c.started.size() == 2; }));
+  write(1);
+  d.proc->kill(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return d.workers(ctx_)[{"extra", "stopping"}] == 1; }));
+  write(2);
+  d.proc->kill(SIGHUP);
+  c.submit(3, "nap_ms", args(10));
+  ASSERT_TRUE(c.wait_finals(3, 30s));
+  EXPECT_EQ(c.order.front(), 3u) << "task 3 waited for a 6 s task: the grown pool had no free worker";
+}

@@ -189,6 +189,7 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   // Nothing here may wait: each part does what is due and the loop sleeps until the soonest
   // next deadline. The fallback bounds the sleep so a lost wake-up costs at most a heartbeat.
   Clock::time_point next = now + std::chrono::milliseconds(opts_.heartbeat_ms);
+  for (std::uint64_t id : std::exchange(doomed_, {})) drop_client(id, "not reading its replies");
   client_timers(now);
   worker_timers(now);
   if (flush_replies()) next = std::min(next, now + std::chrono::milliseconds(5));

@@ -66,6 +66,7 @@ struct Client {
   Clock::time_point last_sent;
   Clock::time_point oldest_unacked_sent;
   std::size_t queued = 0;  // tasks waiting, over all its queues
+  bool doomed = false;     // to be dropped at the next tick (see reply())
 };
 
 // Workers started from one command. They all run the same task names, which they announce in
@@ -80,8 +81,9 @@ struct Pool {
   std::unordered_set<std::string> names;
   std::deque<std::uint64_t> ready_clients;  // clients with tasks queued for it, round robin
   std::size_t queued = 0;
-  double avg_task_us = -1;  // EWMA of task run time on its workers; -1 = not known yet
-  bool broken = false;      // no worker of it can start (last seen by tick)
+  double avg_task_us = -1;   // EWMA of task run time on its workers; -1 = not known yet
+  bool broken = false;       // no worker of it can start (last seen by tick)
+  std::string last_failure;  // how its last worker that died at start-up ended
 };
 
 // A place for a worker: its pool, and its restart history.
@@ -255,6 +257,7 @@ class Broker {
   TaskTable tasks_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Client>> clients_;
   std::unordered_map<std::string, std::uint64_t> client_by_rid_;
+  std::vector<std::uint64_t> doomed_;             // clients to drop at the next tick
   std::vector<Pool> pools_;                       // [0] is "default"; the set is fixed at start
   std::size_t queued_ = 0;                        // tasks in client queues (not cancelled)
   std::size_t unrouted_ = 0;                      // of which waiting for a pool to announce names
@@ -271,7 +274,6 @@ class Broker {
   Clock::time_point next_watchdog_{}, next_status_{};
   std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
   Clock::time_point next_rss_check_;
-  std::string last_start_failure_;  // how the last worker that died at start-up ended
   bool stopping_ = false;
   Clock::time_point stop_deadline_;
   Clock::time_point workers_gone_at_{};  // when stopping: the moment the last worker was gone

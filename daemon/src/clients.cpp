@@ -278,8 +278,10 @@ void Broker::reply(const std::string& rid, const proto::Message& m) {
   Client* c = it == client_by_rid_.end() ? nullptr : find_client(it->second);
   if (c && !c->replies.empty()) {
     if (c->replies.size() >= kMaxHeldReplies) {
-      // Not reading its control socket at all: it would only grow. Forget it (it can say hello).
-      drop_client(c->id, "not reading its replies");
+      // Not reading its control socket at all: it would only grow. Forget it (it can say hello),
+      // at the next tick: callers of reply() may still hold the client or iterate over clients_.
+      if (!c->doomed) doomed_.push_back(c->id);
+      c->doomed = true;
       return;
     }
     c->replies.push_back(std::move(frame));

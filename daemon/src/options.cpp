@@ -173,20 +173,34 @@ void load_pools(const std::string& path, const toml::node& node, Options& out) {
   };
   const toml::table* pools = node.as_table();
   if (!pools) throw std::invalid_argument(at(node) + "pools: expected tables [pools.NAME]");
-  for (auto&& [name, pool_node] : *pools) {
+  // In the order of the file: the first pool that runs a name gets its tasks. (A toml::table
+  // iterates its keys sorted.)
+  std::vector<std::pair<std::string, const toml::node*>> in_order;
+  for (auto&& [name, pool_node] : *pools) in_order.emplace_back(std::string(name.str()), &pool_node);
+  std::sort(in_order.begin(), in_order.end(), [](const auto& a, const auto& b) {
+    const auto &x = a.second->source().begin, &y = b.second->source().begin;
+    return std::pair(x.line, x.column) < std::pair(y.line, y.column);
+  });
+  for (const auto& [name, node_ptr] : in_order) {
+    const toml::node& pool_node = *node_ptr;
     const toml::table* t = pool_node.as_table();
-    std::string where = at(pool_node) + "pools." + std::string(name.str());
+    std::string where = at(pool_node) + "pools." + name;
     if (!t) throw std::invalid_argument(where + ": expected a table with workers and command");
     PoolSpec p;
-    p.name = std::string(name.str());
+    p.name = name;
     for (auto&& [key, v] : *t) {
-      if (key == "workers" && v.is_integer())
-        p.workers = static_cast<int>(std::clamp<std::int64_t>(v.as_integer()->get(), -1, 1 << 20));
-      else if (key == "command" && v.is_string())
+      if (key == "workers" && v.is_integer()) {
+        std::int64_t n = v.as_integer()->get();
+        if (n < 1 || n > 4096)
+          throw std::invalid_argument(at(v) + "pools." + name + ".workers: " + std::to_string(n) +
+                                      " is out of range [1, 4096]");
+        p.workers = static_cast<int>(n);
+      } else if (key == "command" && v.is_string()) {
         p.command = v.as_string()->get();
-      else
+      } else {
         throw std::invalid_argument(at(v) + "pools." + p.name + "." + std::string(key.str()) +
                                     ": expected workers = N or command = \"PATH ARGS...\"");
+      }
     }
     try {
       check_pool(p, out);
@@ -352,6 +366,7 @@ bool parse_options(int argc, char** argv, Options& out) {
     if (arg.rfind("--config=", 0) == 0) out.config_path = arg.substr(9);
   }
   if (!out.config_path.empty()) load_config(out.config_path, out);
+  std::size_t file_pools = out.pools.size();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -379,6 +394,14 @@ bool parse_options(int argc, char** argv, Options& out) {
       if (!has_value && i + 1 >= argc) throw std::invalid_argument("--pool needs NAME:WORKERS:COMMAND");
       try {
         PoolSpec p = pool_from_flag(has_value ? value : argv[++i]);
+        // A flag overrides the file's pool of that name (flags win over the file), not another flag's.
+        auto& from_file = out.pools;
+        auto same = std::find_if(from_file.begin(), from_file.begin() + static_cast<long>(file_pools),
+                                 [&](const PoolSpec& q) { return q.name == p.name; });
+        if (same != from_file.begin() + static_cast<long>(file_pools)) {
+          file_pools--;
+          from_file.erase(same);
+        }
         check_pool(p, out);
         out.pools.push_back(std::move(p));
       } catch (const std::invalid_argument& e) {

@@ -36,7 +36,7 @@ struct Options {
   int shutdown_grace_ms = 10000;        // on SIGTERM: how long running tasks may finish
   int max_unacked_updates = 64;         // per client: updates in flight before the daemon waits for acks
   bool print_endpoint = false;
-  int parent_pid = 0;  // stop when this process is no longer our parent (embedded daemons); 0 = off
+  int parent_pid = 0;           // stop when this process is no longer our parent (embedded daemons); 0 = off
   std::vector<PoolSpec> pools;  // more pools, each with its own command (the default one is above)
   int metrics_port = 0;         // Prometheus metrics over HTTP; 0 = off
   std::string metrics_address = "127.0.0.1";  // loopback unless you say otherwise

@@ -101,7 +101,9 @@ void Broker::resize_pools(const Options& fresh) {
       if (s.pool != p) continue;
       if (s.wanted && wanted < size) {
         ++wanted;
-      } else if (!s.wanted && wanted < size) {
+      } else if (!s.wanted && wanted < size && !workers_[i]) {
+        // An empty slot comes back; one whose worker is still retiring (it may finish a long
+        // task first) does not: a fresh slot is added below, so capacity returns at once.
         s = Slot{p, true, Clock::now(), 0, s.restarts};
         ++wanted;
       } else if (s.wanted) {
@@ -137,7 +139,7 @@ bool Broker::pool_broken(int pool) const {
 
 std::string Broker::unavailable(int pool) const {
   return "no worker of pool '" + pools_[pool].name + "' can start: the worker command '" +
-         pools_[pool].argv[0] + "' failed at start-up repeatedly (last: " + last_start_failure_ +
+         pools_[pool].argv[0] + "' failed at start-up repeatedly (last: " + pools_[pool].last_failure +
          "); zexecd keeps retrying it";
 }
 
@@ -233,10 +235,13 @@ void Broker::reroute_unrouted() {
 
 void Broker::unqueued(const Task& t) {
   --queued_;
-  if (t.pool >= 0)
+  if (t.pool >= 0) {
     pools_[t.pool].queued--;
-  else
-    --unrouted_;
+  } else if (--unrouted_ == 0) {
+    // Handles of cancelled tasks stay in their queue until taken; unrouted ones are only taken
+    // when a pool speaks up, so drop them now rather than let them pile up meanwhile.
+    for (auto& [id, c] : clients_) c->unrouted.clear();
+  }
   if (Client* c = find_client(t.client_id)) --c->queued;
 }
 

@@ -38,17 +38,24 @@ void Broker::spawn_worker(int slot) {
   w->tasks.set(zmq::sockopt::sndhwm, 1000);
   w->tasks.set(zmq::sockopt::linger, 0);
   w->tasks_endpoint = "ipc://" + run_dir_ + "/w" + std::to_string(w->id);
-  w->tasks.bind(w->tasks_endpoint);
-  std::vector<std::string> env = {
-      "ZEXEC_TASKS_ENDPOINT=" + w->tasks_endpoint, "ZEXEC_EVENTS_ENDPOINT=" + events_endpoint_,
-      "ZEXEC_WORKER_ID=" + std::to_string(w->id), "ZEXEC_HEARTBEAT_MS=" + std::to_string(opts_.heartbeat_ms),
-      "ZEXEC_POOL=" + pool.name};
   w->spawned = w->last_heard = Clock::now();
   try {
+    w->tasks.bind(w->tasks_endpoint);
+    std::vector<std::string> env = {
+        "ZEXEC_TASKS_ENDPOINT=" + w->tasks_endpoint, "ZEXEC_EVENTS_ENDPOINT=" + events_endpoint_,
+        "ZEXEC_WORKER_ID=" + std::to_string(w->id),
+        "ZEXEC_HEARTBEAT_MS=" + std::to_string(opts_.heartbeat_ms), "ZEXEC_POOL=" + pool.name};
     w->pid = spawn_process(pool.argv, env);
   } catch (const std::exception& e) {
+    // Counted as a death at start: a pool that cannot even be spawned is broken, like one whose
+    // command dies at once, and its tasks fail instead of waiting forever.
     spdlog::error("cannot start worker {} of pool '{}': {}", slot, pool.name, e.what());
-    slots_[slot].respawn_at = Clock::now() + std::chrono::seconds(1);
+    Slot& s = slots_[slot];
+    s.fast_deaths++;
+    pools_[w->pool].last_failure = e.what();
+    s.respawn_at =
+        Clock::now() + std::min<std::chrono::milliseconds>(
+                           std::chrono::milliseconds(100L << std::min(s.fast_deaths, 8)), kMaxRespawnDelay);
     return;
   }
   spdlog::debug("worker {} (id {}) of pool '{}' started, pid {}", slot, w->id, pool.name, w->pid);
@@ -86,7 +93,8 @@ void Broker::on_worker_message(proto::Message& m) {
   if (auto* h = std::get_if<proto::WorkerHello>(&m)) {
     Worker* w = find_worker(h->worker_id);
     if (!w) return;  // a worker we already replaced
-    w->state = stopping_ ? WorkerState::stopping : WorkerState::ready;
+    // Only a starting worker becomes ready: one retired meanwhile (its pool shrank) stays stopping.
+    if (w->state == WorkerState::starting) w->state = stopping_ ? WorkerState::stopping : WorkerState::ready;
     w->hello_seen = true;
     w->capacity = std::max<std::uint32_t>(1, h->capacity);
     w->last_heard = now;
@@ -207,7 +215,7 @@ void Broker::on_worker_exit(Worker& w, int status) {
   Slot& s = slots_[slot];
   if (!w.hello_seen) {
     s.fast_deaths++;
-    last_start_failure_ = how;
+    pools_[w.pool].last_failure = how;
   } else {
     s.fast_deaths = 0;
   }
