@@ -17,7 +17,7 @@ APT_PACKAGES := cmake g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-
                 dpkg-dev groff-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps configure build demo test package clean format
+.PHONY: all deps configure build demo test package bench clean format
 
 all: build
 
@@ -45,6 +45,13 @@ demo: build
 test: build package
 	cd $(BUILD_DIR) && ctest --output-on-failure -j2 --timeout 300
 
+# Measurements next to their baselines (raw ZeroMQ relay, ProcessPoolExecutor, Gearman and
+# Celery where installed): one table, also in build-bench/bench-results.md. Not part of `test`.
+bench: deps
+	@cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DZEXEC_BUILD_TESTS=OFF >/dev/null
+	cmake --build build-bench -j$(JOBS)
+	bench/run.sh build-bench
+
 # The .deb, from a tree configured for /usr as Debian wants it (no tests, no examples).
 DEB_DIR ?= build-deb
 package: deps
@@ -57,4 +64,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
 
 clean:
-	rm -rf build build-asan build-deb
+	rm -rf build build-asan build-deb build-bench
