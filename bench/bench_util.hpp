@@ -69,7 +69,9 @@ class Args {
 };
 
 // The directory holding the running program (build-bench/bin): zexecd and friends live there.
-inline std::string self_dir() { return std::filesystem::canonical("/proc/self/exe").parent_path().string(); }
+inline std::string self_dir() {
+  return std::filesystem::canonical("/proc/self/exe").parent_path().string();
+}
 
 inline std::string make_temp_dir(const char* tag) {
   const char* base = std::getenv("TMPDIR");

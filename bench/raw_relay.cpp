@@ -199,8 +199,9 @@ int main(int argc, char** argv) {
     if (mode == "broker") return run_broker(Args(argc, argv, 2));
     if (mode == "worker") return run_worker(Args(argc, argv, 2));
     if (mode == "--help" || mode == "-h") {
-      std::printf("usage: zexec-raw-relay [--transport ipc|tcp] [--workers N] [--size BYTES] [--count N]\n"
-                  "                       [--window N] [--latency N] [--warmup N]\n");
+      std::printf(
+          "usage: zexec-raw-relay [--transport ipc|tcp] [--workers N] [--size BYTES] [--count N]\n"
+          "                       [--window N] [--latency N] [--warmup N]\n");
       return 0;
     }
     std::string self = std::filesystem::canonical("/proc/self/exe").string();

@@ -58,8 +58,8 @@ std::unique_ptr<Daemon> start_daemon(const std::string& transport, int workers,
   } else {
     bench::die("--transport is ipc or tcp");
   }
-  std::vector<std::string> argv{bench::self_dir() + "/zexecd", "--endpoint", endpoint, "--workers",
-                                std::to_string(workers), "--print-endpoint", "--log-level", "warn"};
+  std::vector<std::string> argv{bench::self_dir() + "/zexecd", "--endpoint",       endpoint,      "--workers",
+                                std::to_string(workers),       "--print-endpoint", "--log-level", "warn"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   d->child = bench::spawn(argv, true);
   auto line = d->child.read_line(15s);
@@ -116,7 +116,8 @@ zexec::ClientOptions client_options() {
 long submit_and_collect(zexec::Client& client, long n, const std::string& args) {
   std::vector<zexec::Future> fs;
   fs.reserve(static_cast<std::size_t>(n));
-  for (long i = 0; i < n; ++i) fs.push_back(args.empty() ? client.submit("noop") : client.submit_raw("echo", args));
+  for (long i = 0; i < n; ++i)
+    fs.push_back(args.empty() ? client.submit("noop") : client.submit_raw("echo", args));
   long failed = 0;
   for (zexec::Future& f : zexec::as_completed(fs, std::chrono::minutes(10)))
     failed += f.exception() != nullptr;
@@ -248,7 +249,8 @@ int sched(const Args& a) {
     std::vector<zexec::Future> fs;
     fs.reserve(static_cast<std::size_t>(tasks));
     for (long i = 0; i < tasks; ++i) fs.push_back(client.submit("sleep", sleep));
-    for (zexec::Future& f : zexec::as_completed(fs, std::chrono::minutes(5))) failed += f.exception() != nullptr;
+    for (zexec::Future& f : zexec::as_completed(fs, std::chrono::minutes(5)))
+      failed += f.exception() != nullptr;
     s = bench::seconds_since(t0);
   }
   d->stop();
@@ -330,8 +332,9 @@ int main(int argc, char** argv) {
     if (mode == "latency") return latency(Args(argc, argv, 2));
     if (mode == "sched") return sched(Args(argc, argv, 2));
     if (mode == "memory") return memory(Args(argc, argv, 2));
-    std::fprintf(stderr, "usage: zexec-bench throughput|latency|sched|memory [--option value]...\n"
-                         "(see the comment at the top of bench/zexec_bench.cpp)\n");
+    std::fprintf(stderr,
+                 "usage: zexec-bench throughput|latency|sched|memory [--option value]...\n"
+                 "(see the comment at the top of bench/zexec_bench.cpp)\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "zexec-bench %s: %s\n", mode.c_str(), e.what());
