@@ -301,8 +301,17 @@ int memory(const Args& a) {
       std::this_thread::sleep_for(20ms);
     }
     fill_s = bench::seconds_since(t0);
-    std::this_thread::sleep_for(200ms);
+    // Steady state: the daemon hands the buffers of the burst back within a second or so
+    // (malloc_trim); measure once its RSS has stopped falling (the peak is reported too).
     std::tie(rss, hwm) = bench::rss_kib(pid);
+    auto last_fall = Clock::now();
+    for (auto settle = Clock::now() + 8s; Clock::now() < settle && Clock::now() - last_fall < 1500ms;) {
+      std::this_thread::sleep_for(250ms);
+      long now_rss = bench::rss_kib(pid).first;
+      if (now_rss < rss - rss / 200) last_fall = Clock::now();  // fell by 0.5 % or more
+      rss = std::min(rss, now_rss);
+    }
+    hwm = bench::rss_kib(pid).second;
     per_task = (rss - rss0) * 1024.0 / static_cast<double>(queued);
     peak_per_task = (hwm - rss0) * 1024.0 / static_cast<double>(queued);
     client.close();  // its tasks are dropped with it

@@ -22,6 +22,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "id_map.hpp"
 #include "metrics.hpp"
 #include "notify.hpp"
 #include "options.hpp"
@@ -53,13 +54,13 @@ struct Client {
   std::int64_t pid = 0;
   zmq::socket_t results;  // PUSH bound for this client only
   std::string results_endpoint;
-  std::vector<std::deque<Handle>> queues;           // by pool: waiting for a worker of it, oldest first
-  std::deque<Handle> unrouted;                      // waiting to learn which pool runs their task name
-  std::vector<bool> in_ready_list;                  // by pool: in that pool's round robin
-  std::unordered_map<std::uint64_t, Handle> tasks;  // client task id -> handle, every unfinished task
-  std::vector<zexec::proto::Event> outbox;          // events not yet put in an update
-  std::optional<std::string> held;                  // an encoded update that would have blocked
-  std::deque<std::string> replies;                  // control replies that would have blocked
+  std::vector<std::deque<Handle>> queues;   // by pool: waiting for a worker of it, oldest first
+  std::deque<Handle> unrouted;              // waiting to learn which pool runs their task name
+  std::vector<bool> in_ready_list;          // by pool: in that pool's round robin
+  IdMap tasks;                              // client task id -> handle, every unfinished task
+  std::vector<zexec::proto::Event> outbox;  // events not yet put in an update
+  std::optional<std::string> held;          // an encoded update that would have blocked
+  std::deque<std::string> replies;          // control replies that would have blocked
   std::deque<std::pair<std::uint64_t, std::string>> unacked;  // seq -> encoded update, until acked
   std::uint64_t next_seq = 1;
   Clock::time_point last_heard;

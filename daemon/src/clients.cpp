@@ -134,7 +134,7 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
 
 void Broker::on_submit(Client& c, proto::Submit& m) {
   for (auto& spec : m.tasks) {
-    if (c.tasks.count(spec.id)) {
+    if (c.tasks.find(spec.id)) {
       // Not an event: an event for this id would settle the first task's future.
       reply(c.routing_id,
             proto::Error{"duplicate_task_id", "task id " + std::to_string(spec.id) +
@@ -158,17 +158,16 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
                            " unfinished tasks, the most zexecd accepts (max_pending_per_client)"});
       continue;
     }
-    Handle h = tasks_.alloc();
+    Handle h = tasks_.alloc(spec.name);
     Task* t = tasks_.get(h);
     t->client_id = c.id;
     t->client_task_id = spec.id;
-    t->name = std::move(spec.name);
     t->args = std::move(spec.args);
     t->timeout_ms = spec.timeout_ms ? spec.timeout_ms : static_cast<std::uint32_t>(opts_.task_timeout_ms);
-    t->retries = spec.retries;
-    t->crash_retries = spec.crash_retries;
+    t->retries = static_cast<std::uint16_t>(std::min(spec.retries, kMaxRetries));
+    t->crash_retries = static_cast<std::uint16_t>(std::min(spec.crash_retries, kMaxRetries));
     t->retry_backoff_ms = spec.retry_backoff_ms;
-    c.tasks.emplace(spec.id, h);
+    c.tasks.insert(spec.id, h);
     counters_.submitted++;
     enqueue(c, h, false);
   }
@@ -183,13 +182,12 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
   std::unordered_set<std::uint64_t> seen;
   for (auto id : m.task_ids) {
     if (!seen.insert(id).second) continue;  // asked twice in one request: answered once
-    auto it = c.tasks.find(id);
-    Task* t = it == c.tasks.end() ? nullptr : tasks_.get(it->second);
+    Handle h = c.tasks.find(id);
+    Task* t = h ? tasks_.get(h) : nullptr;
     if (!t) {
       req.outcomes.emplace_back(id, proto::CancelOutcome::finished);
       continue;
     }
-    Handle h = it->second;
     bool can_wait = t->state == TaskState::assigned || (t->state == TaskState::running && m.force);
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
       // A queued handle stays in its queue, stale: next_queued() skips it.
@@ -197,7 +195,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
       if (!admin.empty()) post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
       req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
       counters_.cancelled++;
-      c.tasks.erase(it);
+      c.tasks.erase(id);
       tasks_.release(h);
     } else if (!can_wait) {
       req.outcomes.emplace_back(id, proto::CancelOutcome::running);
@@ -253,16 +251,16 @@ void Broker::drop_client(std::uint64_t client_id, const char* why) {
   if (it == clients_.end()) return;
   Client& c = *it->second;
   spdlog::info("client {} ('{}') gone: {}; dropping {} unfinished tasks", c.id, c.name, why, c.tasks.size());
-  for (auto& [task_id, h] : c.tasks) {
+  c.tasks.for_each([&](std::uint64_t, Handle h) {
     Task* t = tasks_.get(h);
-    if (!t) continue;
+    if (!t) return;
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
       if (t->state == TaskState::queued) unqueued(*t);
       tasks_.release(h);
     } else {
       t->client_id = 0;  // still at a worker: its result will be discarded
     }
-  }
+  });
   for (auto& req : cancels_)
     if (req && req->client_id == client_id) req->client_id = 0;
   client_by_rid_.erase(c.routing_id);

@@ -39,10 +39,10 @@ void Broker::task_failed(Handle h, proto::Event&& e, Failure why) {
     if (t->crashes_seen >= static_cast<std::uint32_t>(opts_.quarantine_after)) {
       // A poison task must not crash-loop the pool, whatever its retry budget says.
       counters_.quarantined++;
-      spdlog::warn("task '{}' of client {} quarantined: it crashed its worker {} times", t->name,
+      spdlog::warn("task '{}' of client {} quarantined: it crashed its worker {} times", t->name->text,
                    t->client_id, t->crashes_seen);
       e.error_type = "Quarantined";
-      e.error_message = "task '" + t->name + "' crashed its worker " + std::to_string(t->crashes_seen) +
+      e.error_message = "task '" + t->name->text + "' crashed its worker " + std::to_string(t->crashes_seen) +
                         " times and was quarantined; last: " + e.error_message;
     } else {
       retry = t->crashes_seen <= t->crash_retries;
@@ -59,8 +59,8 @@ void Broker::task_failed(Handle h, proto::Event&& e, Failure why) {
   counters_.retried++;
   std::uint32_t n = t->attempts - 1;
   auto delay = std::chrono::milliseconds(static_cast<std::int64_t>(t->retry_backoff_ms) << std::min(n, 16u));
-  spdlog::debug("task '{}' of client {}: {} ({}); retrying in {} ms", t->name, t->client_id, e.error_type,
-                e.error_message, delay.count());
+  spdlog::debug("task '{}' of client {}: {} ({}); retrying in {} ms", t->name->text, t->client_id,
+                e.error_type, e.error_message, delay.count());
   t->state = TaskState::retry_wait;
   t->worker = -1;
   t->attempts++;
@@ -169,7 +169,7 @@ void Broker::dead_worker_head(Worker& w, Handle h, const std::string& how) {
                        proto::Outcome::error,
                        {},
                        "TaskTimeout",
-                       "task '" + t->name + "' ran past its " + std::to_string(t->timeout_ms) +
+                       "task '" + t->name->text + "' ran past its " + std::to_string(t->timeout_ms) +
                            " ms timeout; its worker (pid " + pid + ") was killed and replaced"},
           Failure::timed_out);
     case KilledBy::silence:
@@ -182,7 +182,7 @@ void Broker::dead_worker_head(Worker& w, Handle h, const std::string& how) {
                                       "WorkerCrashed",
                                       "worker pid " + pid + " stopped responding for " +
                                           std::to_string(opts_.worker_liveness_ms) +
-                                          " ms and was killed while running task '" + t->name + "'"},
+                                          " ms and was killed while running task '" + t->name->text + "'"},
                          Failure::crashed);
     case KilledBy::shutdown:
       if (!started) return innocent();  // cancelled: the daemon is stopping
@@ -193,7 +193,7 @@ void Broker::dead_worker_head(Worker& w, Handle h, const std::string& how) {
                           proto::Outcome::error,
                           {},
                           "WorkerCrashed",
-                          "task '" + t->name + "' was still running when the shutdown grace of " +
+                          "task '" + t->name->text + "' was still running when the shutdown grace of " +
                               std::to_string(opts_.shutdown_grace_ms) + " ms ran out; its worker (pid " +
                               pid + ") was killed"});
     case KilledBy::none:
@@ -206,7 +206,7 @@ void Broker::dead_worker_head(Worker& w, Handle h, const std::string& how) {
                        proto::Outcome::error,
                        {},
                        "WorkerCrashed",
-                       "worker pid " + pid + " " + how + " while running task '" + t->name + "'"},
+                       "worker pid " + pid + " " + how + " while running task '" + t->name->text + "'"},
           Failure::crashed);
   }
 }

@@ -181,7 +181,7 @@ int Broker::route(const std::string& name) const {
 
 void Broker::enqueue(Client& c, Handle h, bool front) {
   Task* t = tasks_.get(h);
-  int p = route(t->name);
+  int p = route(t->name->text);
   if (p == kNoPool) {
     counters_.failed++;
     // A pool that never started might have run it: say that, not "unknown".
@@ -196,7 +196,7 @@ void Broker::enqueue(Client& c, Handle h, bool front) {
                                 proto::Outcome::error,
                                 {},
                                 "UnknownTask",
-                                "unknown task '" + t->name + "': no worker runs it (" + pools + ")"});
+                                "unknown task '" + t->name->text + "': no worker runs it (" + pools + ")"});
     return;
   }
   t->state = TaskState::queued;

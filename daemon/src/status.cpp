@@ -56,7 +56,7 @@ std::string Broker::status_body() const {
     // What it runs, as "CLIENT:TASK name": the id `zexec cancel` takes.
     std::string running;
     if (const Task* t = w->running ? const_cast<TaskTable&>(tasks_).get(w->running) : nullptr)
-      running = std::to_string(t->client_id) + ":" + std::to_string(t->client_task_id) + " " + t->name;
+      running = std::to_string(t->client_id) + ":" + std::to_string(t->client_task_id) + " " + t->name->text;
     kv(pk, "running_task", running);
     kv(pk, "pid", static_cast<std::int64_t>(w->pid));
     kv(pk, "state", std::string_view(state_name(w->state)));

@@ -5,25 +5,33 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "names.hpp"
+
 namespace zexecd {
+
+// More retries than this count as this many (PROTOCOL.md, task options).
+inline constexpr std::uint32_t kMaxRetries = 65535;
 
 enum class TaskState : std::uint8_t { free, queued, assigned, running, retry_wait };
 
 struct Task {
   std::uint64_t client_id = 0;
   std::uint64_t client_task_id = 0;
-  std::string name;
+  TaskName* name = nullptr;  // interned (names.hpp); name->text is the name
   std::string args;
+  // Fields are ordered and sized to keep a queued task small (bench/RESULTS.md, memory).
   std::uint32_t timeout_ms = 0;
-  std::uint32_t retries = 0, crash_retries = 0, retry_backoff_ms = 0;  // the client's options
-  std::uint32_t errors_seen = 0, crashes_seen = 0;
+  std::uint32_t retry_backoff_ms = 0;
   std::uint32_t attempts = 1;
-  std::uint32_t generation = 1;  // never 0, so no live task has handle 0 ("none")
-  std::int32_t worker = -1;      // slot of the worker holding it (assigned/running)
-  std::int32_t cancel_req = -1;  // pending cancel request waiting on a revoke
-  std::int16_t pool = -1;        // the pool it is queued for or runs in; -1 = not routed yet
+  std::uint32_t generation = 1;                  // never 0, so no live task has handle 0 ("none")
+  std::int32_t worker = -1;                      // slot of the worker holding it (assigned/running)
+  std::int32_t cancel_req = -1;                  // pending cancel request waiting on a revoke
+  std::uint16_t retries = 0, crash_retries = 0;  // the client's options, at most kMaxRetries
+  std::uint16_t errors_seen = 0, crashes_seen = 0;
+  std::int16_t pool = -1;  // the pool it is queued for or runs in; -1 = not routed yet
   TaskState state = TaskState::free;
   bool revoking = false;  // a revoke for it is in flight
 };
@@ -32,7 +40,8 @@ class TaskTable {
  public:
   using Handle = std::uint64_t;
 
-  Handle alloc() {
+  // A new task of that name, in state queued.
+  Handle alloc(std::string_view name) {
     std::uint32_t slot;
     if (!free_.empty()) {
       slot = free_.back();
@@ -43,6 +52,7 @@ class TaskTable {
     }
     Task& t = tasks_[slot];
     t.state = TaskState::queued;
+    t.name = names_.intern(name);
     ++live_;
     return (static_cast<Handle>(t.generation) << 32) | slot;
   }
@@ -60,6 +70,7 @@ class TaskTable {
     Task* t = get(h);
     if (!t) return;
     std::uint32_t gen = t->generation + 1 == 0 ? 1 : t->generation + 1;
+    names_.release(t->name);
     *t = Task{};
     t->generation = gen;
     free_.push_back(static_cast<std::uint32_t>(h));
@@ -67,11 +78,13 @@ class TaskTable {
   }
 
   std::size_t live() const { return live_; }
+  std::size_t names() const { return names_.size(); }
 
  private:
   std::vector<Task> tasks_;
   std::vector<std::uint32_t> free_;
   std::size_t live_ = 0;
+  NameTable names_;
 };
 
 }  // namespace zexecd

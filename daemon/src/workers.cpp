@@ -296,7 +296,7 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
       auto h = next_queued(pool);
       if (!h) break;
       Task* t = tasks_.get(*h);
-      std::size_t size = t->name.size() + t->args.size() + 32;
+      std::size_t size = t->name->text.size() + t->args.size() + 32;
       if (!b.msg.tasks.empty() && b.bytes + size > kMaxBatchBytes) {  // the next frame takes it
         requeue_front(*h);
         b.room = 0;
@@ -305,7 +305,7 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
       t->state = TaskState::assigned;
       t->worker = b.w->slot;
       b.w->held.push_back(*h);
-      b.msg.tasks.push_back(proto::TaskSpec{*h, t->name, t->args});
+      b.msg.tasks.push_back(proto::TaskSpec{*h, t->name->text, t->args});
       b.bytes += size;
       b.room--;
       dealt = true;
