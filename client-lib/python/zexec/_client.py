@@ -30,7 +30,8 @@ __all__ = ["Executor", "Future", "TaskHandle", "status"]
 log = logging.getLogger("zexec")
 
 _MAX_TASK_NAME_BYTES = 64 * 1024
-_MAX_ARGS_BYTES = proto.MAX_MESSAGE_BYTES - 64 * 1024  # a submit frame must stay under the limit
+# A submit frame of one task must stay under the limit with the longest name and the envelope.
+_MAX_ARGS_BYTES = proto.MAX_MESSAGE_BYTES - 2 * _MAX_TASK_NAME_BYTES
 _U32 = (1 << 32) - 1
 
 
@@ -158,11 +159,14 @@ class _Resources:
         self.core, self.daemon, self.run_dir, self.stop_timeout = core, daemon, run_dir, stop_timeout
         self.lock = threading.Lock()
         self.released = False
+        self.pid = os.getpid()  # a child made by os.fork() inherits this object, not its daemon
         with self.live_lock:
             self.live.add(self)
 
     def release(self):
         """Now: stop the I/O thread (bye), then the daemon (SIGTERM, SIGKILL after stop_timeout)."""
+        if os.getpid() != self.pid:
+            return
         try:
             self.core.close()
         finally:
@@ -170,6 +174,8 @@ class _Resources:
 
     def release_when_idle(self):
         """Once every task has finished (shutdown(wait=False), garbage collection)."""
+        if os.getpid() != self.pid:
+            return
         core = self.core
         with core.lock:
             alive = core.thread is not None and core.thread.is_alive()
@@ -193,11 +199,15 @@ class _Resources:
 
     @classmethod
     def release_all(cls):
-        """At interpreter exit: whatever is left is released now, finished or not."""
+        """At interpreter exit, as ProcessPoolExecutor does: submitted work finishes first (the
+        wait is bounded by the daemon's liveness: a lost daemon fails every task), then each
+        executor is released. Executors of the process that forked us are not ours to release."""
         with cls.live_lock:
-            left = list(cls.live)
+            left = [r for r in cls.live if r.pid == os.getpid()]
         for r in left:
             try:
+                if not r.core.on_io_thread():
+                    r.core.wait_all()
                 r.release()
             except Exception:  # noqa: BLE001
                 log.exception("zexec: cleanup at exit failed")
@@ -351,9 +361,13 @@ class Executor(concurrent.futures.Executor):
         """No new tasks; ``cancel_futures`` cancels those no worker started; ``wait`` waits for
         the rest, then says bye and stops the private daemon (if any). With ``wait=False`` that
         happens in the background once every task has finished."""
+        core = self._core
+        if wait and core.on_io_thread():
+            # As ThreadPoolExecutor ("cannot join current thread"): waiting here would wait for
+            # the thread that is running this very callback.
+            raise RuntimeError("shutdown(wait=True) cannot run in a done callback; use wait=False")
         with self._shutdown_lock:
             self._shut = True
-        core = self._core
         if cancel_futures:
             try:
                 core.cancel([], all_pending=True)

@@ -34,6 +34,9 @@ log = logging.getLogger("zexec")
 
 MAX_BATCH_TASKS = 4096  # coalesced single submits per `submit` frame
 _MAX_BATCH_BYTES = 4 << 20
+# No submit frame may pass ZMQ_MAXMSGSIZE: the daemon would drop the connection, and with it
+# every task of this client. A map chunk bigger than this goes as several frames.
+_MAX_FRAME_BYTES = proto.MAX_MESSAGE_BYTES - (64 << 10)
 _MAX_HELD_FRAMES = 4  # take more from the outbox only while fewer frames wait to go
 _READ_BUDGET = 256  # frames per socket per turn: batching without starving the other socket
 
@@ -232,9 +235,12 @@ class Connection:
             if sealed:
                 emit()
             for f in futures:
+                n = len(f._spec.args) + len(f._spec.name.encode()) + 64  # + envelope and options
+                if tasks and size + n > _MAX_FRAME_BYTES:
+                    emit()
                 self.inflight[f.task_id] = f
                 tasks.append(f._spec)
-                size += len(f._spec.args) + len(f._spec.name) + 24
+                size += n
                 f._spec = None
                 if not sealed and (len(tasks) >= MAX_BATCH_TASKS or size >= _MAX_BATCH_BYTES):
                     emit()

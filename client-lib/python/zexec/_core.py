@@ -142,15 +142,17 @@ class _Core(Connection):
             (f._state == _cf.PENDING or (force and f._state == _cf.RUNNING))]
         if not ready or not (remote or all_pending):
             return len(local)
-        if self.on_io_thread():
-            raise Error("cancel() of a sent task cannot run on the zexec I/O thread (in a done "
-                        "callback): the daemon's answer would never be read")
         req = CancelRequest(next(self._request_ids), remote, force, all_pending)
         with self.lock:
             if self.phase != self.READY:
                 return len(local)
             self.cancels.append(req)
         self.wake()
+        if self.on_io_thread():
+            # In a done callback ("cancel the rest once one is done"): the daemon's answer can
+            # only be read once we return, so ask without waiting. As with the stdlib, cancel()
+            # says False for what it could not cancel at once; the futures still end cancelled.
+            return len(local)
         if not req.done.wait(self.cancel_timeout):
             log.warning("zexec: no cancel_reply from zexecd at %s within %g s", self.endpoint,
                         self.cancel_timeout)

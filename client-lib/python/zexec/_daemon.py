@@ -132,10 +132,36 @@ class DaemonProcess:
         except OSError as e:
             raise Error(f"cannot run zexecd {self.argv[0]!r}: {e}") from None
         try:
-            self.endpoint = self._read_endpoint(start_timeout)
+            self.endpoint, rest = self._read_endpoint(start_timeout)
         except BaseException:
             self.stop(2.0)
             raise
+        # Workers share the daemon's stdout: what tasks print must go on to ours, as it does
+        # with ProcessPoolExecutor, and a pipe nobody reads would block them once it is full.
+        self._forwarder = threading.Thread(target=self._forward_output, args=(rest,), daemon=True,
+                                           name="zexecd-stdout")
+        self._forwarder.start()
+
+    def _forward_output(self, first):
+        out = self.proc.stdout
+        try:
+            if first:
+                os.write(1, first)
+            while True:
+                chunk = os.read(out.fileno(), 65536)
+                if not chunk:
+                    break
+                try:
+                    os.write(1, chunk)
+                except OSError:
+                    pass  # our stdout is gone: keep draining so the workers never block
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                out.close()
+            except OSError:
+                pass
 
     @property
     def pid(self):
@@ -159,7 +185,8 @@ class DaemonProcess:
                     raise Error(f"zexecd ({' '.join(self.argv)}) {_describe(status)} before serving "
                                 "(its error is on stderr above)")
                 buf += chunk
-        return buf.split(b"\n", 1)[0].decode().strip()
+        line, _, rest = buf.partition(b"\n")
+        return line.decode().strip(), rest
 
     def exited(self):
         """None while running, else how it ended (text)."""
@@ -176,6 +203,9 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout:
+        forwarder = getattr(self, "_forwarder", None)
+        if forwarder is not None:
+            forwarder.join(1.0)  # EOF once the daemon and its workers are gone
+        elif self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode

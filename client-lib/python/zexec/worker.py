@@ -86,10 +86,23 @@ def registered():
 
 
 def _truncated(text):
-    data = text.encode("utf-8", "replace")
+    # Always valid UTF-8 on the wire: a message may hold lone surrogates (os.fsdecode of a file
+    # name, a name decoded with surrogateescape), which msgpack cannot encode as str.
+    data = text.encode("utf-8", "backslashreplace")
     if len(data) <= _MAX_ERROR_TEXT:
-        return text
+        return data.decode("utf-8")
     return data[:_MAX_ERROR_TEXT].decode("utf-8", "ignore") + "... (truncated)"
+
+
+def _describe(exc):
+    """str(exc), or what can be said when its __str__ itself raises."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001
+        try:
+            return repr(exc)
+        except Exception:  # noqa: BLE001
+            return f"<unprintable {type(exc).__name__}>"
 
 
 def _error(handle, etype, message):
@@ -127,7 +140,7 @@ def _run_task(spec):
     try:
         result = fn(*args)
     except Exception as e:  # noqa: BLE001 - every task error is reported, the worker goes on
-        return _error(spec.id, type(e).__name__, str(e))
+        return _error(spec.id, type(e).__name__, _describe(e))
     try:
         value = msgpack.packb(result, use_bin_type=True)
     except Exception as e:  # noqa: BLE001

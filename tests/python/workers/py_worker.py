@@ -41,6 +41,30 @@ def long_error(n):
     raise RuntimeError("x" * n)
 
 
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+@w.task
+def raise_unprintable():
+    raise Unprintable()
+
+
+@w.task
+def raise_surrogate():
+    name = os.fsdecode(b"file-\xff")  # a lone surrogate, as undecodable file names give
+    raise ValueError("cannot open " + name)
+
+
+@w.task
+def noisy(lines):
+    """Prints more than a pipe holds: the daemon's stdout must be drained by someone."""
+    for i in range(lines):
+        print("x" * 100, i)
+    return lines
+
+
 @w.task
 def sleep(seconds):
     time.sleep(seconds)
