@@ -141,6 +141,7 @@ class FakeDaemon {
     return submits_;
   }
   std::uint64_t last_ack() const { return last_ack_; }
+  int acks() const { return acks_; }  // ack messages received
   bool got_bye() const { return bye_; }
   int hellos() const { return hellos_; }
   int heartbeats() const { return heartbeats_; }
@@ -235,6 +236,7 @@ class FakeDaemon {
     if (auto* a = std::get_if<proto::Ack>(&m)) {
       EXPECT_GE(a->seq, last_ack_.load()) << "acks are cumulative";
       last_ack_ = a->seq;
+      ++acks_;
       return;
     }
     if (std::holds_alternative<proto::Heartbeat>(m)) ++heartbeats_;
@@ -251,6 +253,7 @@ class FakeDaemon {
   std::atomic<bool> stop_{false}, mute_{false}, bye_{false};
   std::atomic<int> hellos_{0}, heartbeats_{0};
   std::atomic<std::uint64_t> last_ack_{0};
+  std::atomic<int> acks_{0};
   mutable std::mutex mu_;
   std::vector<std::function<void()>> commands_;
   std::vector<proto::TaskSpec> tasks_;

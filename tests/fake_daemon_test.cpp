@@ -247,6 +247,22 @@ TEST(FakeDaemonTest, UnansweredCancelIsAConnectionError) {
   EXPECT_TRUE(f.cancelled());
 }
 
+// The daemon resends what it has no ack for: a resend of an update we acked means our ack was
+// lost, so the client acks again (else the daemon's window of unacked updates fills for good).
+TEST(FakeDaemonTest, AResendOfAnAckedUpdateIsAckedAgain) {
+  TempDir dir;
+  FakeDaemon d(dir.ipc("d.sock"));
+  Client c(d.endpoint(), quick());
+  Future a = c.submit("echo", 1);
+  ASSERT_TRUE(wait_until([&] { return d.task_count() == 1; }));
+  d.update({FakeDaemon::ok_value(a.id(), 1)});
+  ASSERT_TRUE(wait_until([&] { return d.last_ack() == 1; }));
+  int acks = d.acks();
+  d.update({FakeDaemon::ok_value(a.id(), 1)}, 1);
+  EXPECT_TRUE(wait_until([&] { return d.acks() > acks; })) << "the lost ack was never sent again";
+  EXPECT_EQ(d.last_ack(), 1u);
+}
+
 TEST(FakeDaemonTest, ResentAndOutOfOrderUpdatesApplyOnce) {
   TempDir dir;
   FakeDaemon d(dir.ipc("d.sock"));

@@ -293,7 +293,12 @@ void ClientCore::on_dealer_message(proto::Message& m) {
 
 void ClientCore::on_update(proto::Update& u) {
   // The daemon resends unacknowledged updates when an ack is late: apply each seq once.
-  if (u.seq <= acked_upto_ || seen_ahead_.count(u.seq)) return;
+  if (u.seq <= acked_upto_ || seen_ahead_.count(u.seq)) {
+    // A resend of what we acked: that ack may have been lost. Say it again, or the daemon keeps
+    // resending and, once its window of unacknowledged updates is full, sends us nothing new.
+    if (u.seq <= ack_sent_) ack_sent_ = std::min(ack_sent_, u.seq - 1);
+    return;
+  }
   for (auto& e : u.events) apply_event(e);
   if (u.seq == acked_upto_ + 1) {
     acked_upto_ = u.seq;

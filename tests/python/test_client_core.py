@@ -66,6 +66,17 @@ def test_each_seq_applied_once_and_acks_never_pass_a_gap():
     dispose(core)
 
 
+def test_a_resend_of_acked_updates_makes_the_ack_due_again():
+    core = make_core()
+    f = add_future(core, 1)
+    core._on_update(p.Update(1, [ok(1, "a")]))
+    core.ack_sent = core.acked_upto  # as if the ack went out (and was lost on the way)
+    core._on_update(p.Update(1, [ok(1, "a")]))  # the daemon resends: it never got that ack
+    assert core.acked_upto > core.ack_sent, "no ack due: the daemon would resend for ever"
+    assert f.result(0) == "a"
+    dispose(core)
+
+
 def test_cancel_reply_settles_cancelled_futures_only():
     core = make_core()
     a, b, c = (add_future(core, i) for i in (1, 2, 3))

@@ -420,6 +420,10 @@ class Connection:
     def _on_update(self, u):
         # The daemon resends updates whose ack is late: apply each seq once, never ack past a gap.
         if u.seq <= self.acked_upto or u.seq in self.seen_ahead:
+            if u.seq <= self.ack_sent:
+                # A resend of what we acked: our ack may have been lost. Say it again, or the
+                # daemon keeps resending and, its window full, stops sending us anything new.
+                self.ack_sent = min(self.ack_sent, u.seq - 1)
             return
         finals = []
         for e in u.events:
