@@ -28,27 +28,13 @@ std::pair<int, std::string> run_zexecd(const TempDir& dir, std::vector<std::stri
 
 // Ready workers per pool, from `status`; empty when the daemon does not answer.
 std::map<std::string, int> ready_by_pool(zmq::context_t& ctx, const std::string& endpoint) {
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.connect(endpoint);
-  std::string frame = zexec::proto::encode(zexec::proto::Status{});
-  s.send(zmq::buffer(frame), zmq::send_flags::none);
-  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  auto oh = status_at(ctx, endpoint);
   std::map<std::string, int> ready;
-  while (zmq::poll(&item, 1, std::chrono::seconds(5)) > 0) {
-    zmq::message_t msg;
-    (void)s.recv(msg);
-    auto d = zexec::proto::decode(msg.to_string_view());
-    if (!d || !std::holds_alternative<zexec::proto::StatusReply>(*d.message)) continue;
-    const auto& body = std::get<zexec::proto::StatusReply>(*d.message).body;
-    auto oh = msgpack::unpack(body.data(), body.size());
-    for (auto& w : oh.get()
-                       .as<std::map<std::string, msgpack::object>>()
-                       .at("workers")
-                       .as<std::vector<std::map<std::string, msgpack::object>>>())
-      ready[w.at("pool").as<std::string>()] += w.at("state").as<std::string>() == "ready";
-    break;
-  }
+  for (auto& w : oh.get()
+                     .as<std::map<std::string, msgpack::object>>()
+                     .at("workers")
+                     .as<std::vector<std::map<std::string, msgpack::object>>>())
+    ready[w.at("pool").as<std::string>()] += w.at("state").as<std::string>() == "ready";
   return ready;
 }
 

@@ -32,6 +32,27 @@ T value_of(const proto::Event& e) {
   return oh.get().as<T>();
 }
 
+// The answer to `status` (docs/PROTOCOL.md) of the daemon at `endpoint`, as a msgpack object
+// owned by the handle.
+inline msgpack::object_handle status_at(zmq::context_t& ctx, const std::string& endpoint) {
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint);
+  std::string frame = proto::encode(proto::Status{});
+  s.send(zmq::buffer(frame), zmq::send_flags::none);
+  zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+  for (;;) {
+    if (zmq::poll(&item, 1, std::chrono::seconds(10)) == 0) throw std::runtime_error("no status reply");
+    zmq::message_t msg;
+    (void)s.recv(msg);
+    auto d = proto::decode(msg.to_string_view());
+    if (d && std::holds_alternative<proto::StatusReply>(*d.message)) {
+      const std::string& body = std::get<proto::StatusReply>(*d.message).body;
+      return msgpack::unpack(body.data(), body.size());
+    }
+  }
+}
+
 class Daemon {
  public:
   // ZEXEC_TEST_LOG_LEVEL=debug shows the daemon's view of a failing test.
@@ -60,24 +81,7 @@ class Daemon {
   }
   const std::string& endpoint() const { return endpoint_; }
   // The daemon's answer to `status` (docs/PROTOCOL.md), as a msgpack object owned by the handle.
-  msgpack::object_handle status(zmq::context_t& ctx) const {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    s.connect(endpoint_);
-    std::string frame = proto::encode(proto::Status{});
-    s.send(zmq::buffer(frame), zmq::send_flags::none);
-    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-    for (;;) {
-      if (zmq::poll(&item, 1, std::chrono::seconds(10)) == 0) throw std::runtime_error("no status reply");
-      zmq::message_t msg;
-      (void)s.recv(msg);
-      auto d = proto::decode(msg.to_string_view());
-      if (d && std::holds_alternative<proto::StatusReply>(*d.message)) {
-        const std::string& body = std::get<proto::StatusReply>(*d.message).body;
-        return msgpack::unpack(body.data(), body.size());
-      }
-    }
-  }
+  msgpack::object_handle status(zmq::context_t& ctx) const { return status_at(ctx, endpoint_); }
   // Pids of the workers that said hello and take tasks.
   std::vector<pid_t> ready_worker_pids(zmq::context_t& ctx) const {
     auto oh = status(ctx);

@@ -178,24 +178,10 @@ struct FileDaemon {
   std::string endpoint() const { return dir.ipc("d.sock"); }
   // (pool, state) -> number of workers
   std::map<std::pair<std::string, std::string>, int> workers(zmq::context_t& ctx) {
-    zmq::socket_t s(ctx, zmq::socket_type::dealer);
-    s.set(zmq::sockopt::linger, 0);
-    s.connect(endpoint());
-    std::string frame = proto::encode(proto::Status{});
-    s.send(zmq::buffer(frame), zmq::send_flags::none);
-    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+    auto oh = status_at(ctx, endpoint());
     std::map<std::pair<std::string, std::string>, int> n;
-    while (zmq::poll(&item, 1, std::chrono::seconds(10)) > 0) {
-      zmq::message_t msg;
-      (void)s.recv(msg);
-      auto d = proto::decode(msg.to_string_view());
-      if (!d || !std::holds_alternative<proto::StatusReply>(*d.message)) continue;
-      const auto& body = std::get<proto::StatusReply>(*d.message).body;
-      auto oh = msgpack::unpack(body.data(), body.size());
-      for (auto& w : oh.get().as<Map>().at("workers").as<std::vector<Map>>())
-        n[{w.at("pool").as<std::string>(), w.at("state").as<std::string>()}]++;
-      break;
-    }
+    for (auto& w : oh.get().as<Map>().at("workers").as<std::vector<Map>>())
+      n[{w.at("pool").as<std::string>(), w.at("state").as<std::string>()}]++;
     return n;
   }
 };

@@ -214,7 +214,15 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   }
   for (std::size_t i = 0; i < slots_.size(); ++i)
     if (!workers_[i] && slots_[i].wanted && !stopping_) next = std::min(next, slots_[i].respawn_at);
-  next = std::min(next, sample_rates(now));
+  if (now >= next_second_) {
+    sample_rates(now);
+    // Frames arrive in buffers that ZeroMQ's I/O thread allocates from its own malloc arena;
+    // freed here, they stay in that arena. After a burst (a million tasks submitted faster than
+    // they are read) that is tens of MiB held for nothing: hand free pages back once a second.
+    malloc_trim(0);
+    next_second_ = now + std::chrono::seconds(1);
+  }
+  next = std::min(next, next_second_);
   if (stopping_) next = std::min(next, stop_deadline_);
   steal(now);
   for (auto& w : workers_)
@@ -312,16 +320,9 @@ void Broker::reload() {
 }
 
 // Counters once a second, a minute back: `status` shows rates over the last minute.
-Clock::time_point Broker::sample_rates(Clock::time_point now) {
-  if (!rate_samples_.empty() && now - rate_samples_.back().first < std::chrono::seconds(1))
-    return rate_samples_.back().first + std::chrono::seconds(1);
+void Broker::sample_rates(Clock::time_point now) {
   rate_samples_.emplace_back(now, counters_);
   while (rate_samples_.size() > 61) rate_samples_.pop_front();
-  // Frames arrive in buffers that ZeroMQ's I/O thread allocates from its own malloc arena; freed
-  // here, they stay in that arena. After a burst (a million tasks submitted faster than they
-  // are read) that is tens of MiB held for nothing: hand free pages back once a second.
-  malloc_trim(0);
-  return now + std::chrono::seconds(1);
 }
 
 bool Broker::shutdown_complete() {

@@ -163,7 +163,7 @@ class Broker {
   void begin_shutdown();
   void reload();
   bool shutdown_complete();
-  Clock::time_point sample_rates(Clock::time_point now);
+  void sample_rates(Clock::time_point now);
 
   // -- clients (clients.cpp)
   void read_front();
@@ -281,7 +281,8 @@ class Broker {
   Counters counters_;
   // Counters a second apart over the last minute, for the rates in `status`.
   std::deque<std::pair<Clock::time_point, Counters>> rate_samples_;
-  std::string scratch_;  // reused encode buffer
+  Clock::time_point next_second_{};  // rate sample and malloc_trim
+  std::string scratch_;              // reused encode buffer
 };
 
 }  // namespace zexecd
