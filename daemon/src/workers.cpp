@@ -280,7 +280,7 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
     Worker* w;
     std::size_t room;
     std::size_t bytes = 0;
-    proto::Tasks msg;
+    std::vector<Handle> handles;
   };
   std::vector<Batch> batches;
   std::size_t share = (pools_[pool].queued + room.size() - 1) / room.size();
@@ -297,7 +297,7 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
       if (!h) break;
       Task* t = tasks_.get(*h);
       std::size_t size = t->name->text.size() + t->args.size() + 32;
-      if (!b.msg.tasks.empty() && b.bytes + size > kMaxBatchBytes) {  // the next frame takes it
+      if (!b.handles.empty() && b.bytes + size > kMaxBatchBytes) {  // the next frame takes it
         requeue_front(*h);
         b.room = 0;
         continue;
@@ -305,15 +305,20 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
       t->state = TaskState::assigned;
       t->worker = b.w->slot;
       b.w->held.push_back(*h);
-      b.msg.tasks.push_back(proto::TaskSpec{*h, t->name->text, t->args});
+      b.handles.push_back(*h);
       b.bytes += size;
       b.room--;
       dealt = true;
     }
   }
   for (auto& b : batches) {
-    if (b.msg.tasks.empty()) continue;
-    proto::encode(b.msg, scratch_);
+    if (b.handles.empty()) continue;
+    // Encoded from the task table itself: no copy of each name and argument list on the way.
+    proto::TaskListWriter out(scratch_, proto::Type::tasks, static_cast<std::uint32_t>(b.handles.size()));
+    for (Handle h : b.handles) {
+      const Task* t = tasks_.get(h);
+      out.add(h, t->name->text, t->args);
+    }
     send_to_worker(*b.w, std::move(scratch_));
     scratch_.clear();
   }

@@ -29,22 +29,24 @@ void pack_bin(Packer& pk, std::string_view s) {
 // The task options map: one table drives encoding and decoding.
 struct TaskOption {
   const char* key;
-  std::uint32_t TaskSpec::*field;
+  std::uint32_t TaskOptionFields::*field;
+  std::uint32_t TaskSpec::*spec_field;
 };
 constexpr TaskOption kTaskOptions[] = {
-    {"timeout_ms", &TaskSpec::timeout_ms},
-    {"retries", &TaskSpec::retries},
-    {"crash_retries", &TaskSpec::crash_retries},
-    {"retry_backoff_ms", &TaskSpec::retry_backoff_ms},
+    {"timeout_ms", &TaskOptionFields::timeout_ms, &TaskSpec::timeout_ms},
+    {"retries", &TaskOptionFields::retries, &TaskSpec::retries},
+    {"crash_retries", &TaskOptionFields::crash_retries, &TaskSpec::crash_retries},
+    {"retry_backoff_ms", &TaskOptionFields::retry_backoff_ms, &TaskSpec::retry_backoff_ms},
 };
 
-void pack_task(Packer& pk, const TaskSpec& t) {
+void pack_task(Packer& pk, std::uint64_t id, std::string_view name, std::string_view args,
+               const TaskOptionFields& t) {
   std::uint32_t options = 0;
   for (const auto& o : kTaskOptions) options += t.*o.field != 0;
   pk.pack_array(options ? 4 : 3);
-  pk.pack(t.id);
-  pack_str(pk, t.name);
-  pack_bin(pk, t.args);
+  pk.pack(id);
+  pack_str(pk, name);
+  pack_bin(pk, args);
   if (options) {
     pk.pack_map(options);
     for (const auto& o : kTaskOptions)
@@ -53,6 +55,10 @@ void pack_task(Packer& pk, const TaskSpec& t) {
         pk.pack(t.*o.field);
       }
   }
+}
+
+void pack_spec(Packer& pk, const TaskSpec& t) {
+  pack_task(pk, t.id, t.name, t.args, t.options());
 }
 
 void pack_event(Packer& pk, const Event& e) {
@@ -109,7 +115,7 @@ struct BodyPacker {
   }
   void operator()(const Submit& m) {
     header(Type::submit, 1);
-    pack_list(pk, m.tasks, pack_task);
+    pack_list(pk, m.tasks, pack_spec);
   }
   void operator()(const Cancel& m) {
     header(Type::cancel, 3);
@@ -176,7 +182,7 @@ struct BodyPacker {
   }
   void operator()(const Tasks& m) {
     header(Type::tasks, 1);
-    pack_list(pk, m.tasks, pack_task);
+    pack_list(pk, m.tasks, pack_spec);
   }
   void operator()(const Revoke& m) {
     header(Type::revoke, 1);
@@ -259,7 +265,7 @@ TaskSpec get_task(const Obj& o) {
       for (const auto& o : kTaskOptions)
         if (key == o.key) option = &o;
       if (!option) refuse("task options: unknown option '" + key + "'");
-      t.*option->field = static_cast<std::uint32_t>(get_uint(kv.val, option->key, UINT32_MAX));
+      t.*option->spec_field = static_cast<std::uint32_t>(get_uint(kv.val, option->key, UINT32_MAX));
     }
   }
   return t;
@@ -460,6 +466,21 @@ void encode(const Message& m, std::string& out) {
   StringSink sink{out};
   Packer pk(sink);
   std::visit(BodyPacker{pk}, m);
+}
+
+TaskListWriter::TaskListWriter(std::string& out, Type type, std::uint32_t count) : out_(out) {
+  out_.clear();
+  StringSink sink{out_};
+  Packer pk(sink);
+  BodyPacker{pk}.header(type, 1);
+  pk.pack_array(count);
+}
+
+void TaskListWriter::add(std::uint64_t id, std::string_view name, std::string_view args,
+                         const TaskOptionFields& options) {
+  StringSink sink{out_};
+  Packer pk(sink);
+  pack_task(pk, id, name, args, options);
 }
 
 std::string encode(const Message& m) {

@@ -60,15 +60,25 @@ enum class CancelOutcome : std::uint8_t {
   finished = 2,   // it already has a final outcome (or the daemon no longer knows it)
 };
 
-struct TaskSpec {
-  std::uint64_t id = 0;  // client: the client's task id; worker hop: the daemon's handle
-  std::string name;      // registered task name
-  std::string args;      // msgpack-encoded ARRAY of positional arguments (opaque bytes)
-  // Options (the task's optional options map; 0 = absent = default):
+// A task's options (its optional options map; 0 = absent = default).
+struct TaskOptionFields {
   std::uint32_t timeout_ms = 0;        // hard limit on running time
   std::uint32_t retries = 0;           // run again after it raised, up to this many times
   std::uint32_t crash_retries = 0;     // run again after its worker died under it, up to this many times
   std::uint32_t retry_backoff_ms = 0;  // wait before a retry: this, doubled each further retry
+};
+
+struct TaskSpec {
+  std::uint64_t id = 0;  // client: the client's task id; worker hop: the daemon's handle
+  std::string name;      // registered task name
+  std::string args;      // msgpack-encoded ARRAY of positional arguments (opaque bytes)
+  // Options, as in TaskOptionFields:
+  std::uint32_t timeout_ms = 0;
+  std::uint32_t retries = 0;
+  std::uint32_t crash_retries = 0;
+  std::uint32_t retry_backoff_ms = 0;
+
+  TaskOptionFields options() const { return {timeout_ms, retries, crash_retries, retry_backoff_ms}; }
 };
 
 struct Event {
@@ -163,6 +173,21 @@ const char* type_name(Type t);
 // Appends the encoded message to `out` (which is cleared first).
 void encode(const Message& m, std::string& out);
 std::string encode(const Message& m);
+
+// Encodes a `submit` (client) or `tasks` (daemon) message straight from the caller's own
+// records, without building a TaskSpec per task: the hot path of both (bench/RESULTS.md). The
+// bytes equal encode() of the same message.
+//   TaskListWriter w(out, Type::submit, n);   // clears `out`; then exactly n calls of
+//   w.add(id, name, args, options);
+class TaskListWriter {
+ public:
+  TaskListWriter(std::string& out, Type type, std::uint32_t count);
+  void add(std::uint64_t id, std::string_view name, std::string_view args,
+           const TaskOptionFields& options = {});
+
+ private:
+  std::string& out_;
+};
 
 struct Decoded {
   std::optional<Message> message;
