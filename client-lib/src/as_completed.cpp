@@ -2,7 +2,6 @@
 #include "zexec/as_completed.hpp"
 
 #include <unordered_map>
-#include <unordered_set>
 
 #include "future_state.hpp"
 
@@ -38,11 +37,12 @@ class FixedSource final : public detail::CompletionSource {
  public:
   FixedSource(const std::vector<Future>& futures, Timeout timeout)
       : deadline_(detail::deadline_from(timeout)), waiter_(std::make_shared<Waiter>()) {
-    std::unordered_set<const detail::FutureState*> seen;
+    detail::StateSet seen(futures.size());
+    registered_.reserve(futures.size());
     for (const Future& f : futures) {
       const StatePtr& s = FutureAccess::state(f);
       if (!s) throw Error("as_completed: empty zexec::Future in the list");
-      if (!seen.insert(s.get()).second) continue;
+      if (!seen.insert(s.get())) continue;
       if (s->add_waiter(waiter_))
         registered_.push_back(s);
       else
@@ -52,6 +52,9 @@ class FixedSource final : public detail::CompletionSource {
     pending_ = registered_.size();
   }
   ~FixedSource() override {
+    // A state that completed dropped its waiters itself: only an iteration left early (a
+    // timeout, a break) has registrations to take back.
+    if (pending_ == 0) return;
     for (const auto& s : registered_) s->remove_waiter(waiter_.get());
   }
 
@@ -96,7 +99,7 @@ class AsCompleted::Impl final : public detail::CompletionSource {
   explicit Impl(Timeout timeout)
       : deadline_(detail::deadline_from(timeout)), waiter_(std::make_shared<Waiter>()) {}
   ~Impl() override {
-    for (const auto& [ptr, s] : tracked_) s->remove_waiter(waiter_.get());
+    for (const auto& [ptr, f] : tracked_) FutureAccess::state(f)->remove_waiter(waiter_.get());
   }
 
   void add(const Future& f) {
@@ -104,7 +107,7 @@ class AsCompleted::Impl final : public detail::CompletionSource {
     if (!s) throw Error("AsCompleted::add: empty zexec::Future");
     {
       std::lock_guard lk(waiter_->mu);
-      if (!tracked_.emplace(s.get(), s).second) return;
+      if (!tracked_.emplace(s.get(), f).second) return;
     }
     // Registered outside waiter_->mu: completion takes the state's lock, then the waiter's.
     if (!s->add_waiter(waiter_)) waiter_->push(s);
@@ -121,13 +124,14 @@ class AsCompleted::Impl final : public detail::CompletionSource {
     if (waiter_->completed.empty()) return std::nullopt;  // everything added was yielded
     StatePtr s = std::move(waiter_->completed.front());
     waiter_->completed.pop_front();
-    // The caller's Future as it was added (its handle, see future_state.hpp).
-    if (auto it = tracked_.find(s.get()); it != tracked_.end()) {
-      s = std::move(it->second);
+    // The caller's Future as it was added (counting as the caller's, see future_state.hpp).
+    Future f = FutureAccess::wrap(std::move(s));
+    if (auto it = tracked_.find(FutureAccess::state(f).get()); it != tracked_.end()) {
+      f = std::move(it->second);
       tracked_.erase(it);
     }
     ++yielded_;
-    return FutureAccess::wrap(std::move(s));
+    return f;
   }
 
   std::size_t count() const {
@@ -138,7 +142,7 @@ class AsCompleted::Impl final : public detail::CompletionSource {
  private:
   detail::Deadline deadline_;
   std::shared_ptr<Waiter> waiter_;  // waiter_->mu also guards tracked_ and yielded_
-  std::unordered_map<const detail::FutureState*, StatePtr> tracked_;  // added, not yet yielded
+  std::unordered_map<const detail::FutureState*, Future> tracked_;  // added, not yet yielded
   std::size_t yielded_ = 0;
 };
 

@@ -90,11 +90,12 @@ std::size_t ClientCore::await_cancel(const std::shared_ptr<CancelRequest>& req) 
 void ClientCore::send_cancel(const std::shared_ptr<CancelRequest>& req) {
   proto::Cancel msg{req->request_id, {}, req->force};
   if (req->all) {
-    for (const auto& [id, s] : inflight_)
+    inflight_.for_each([&](std::uint64_t id, const StatePtr& s) {
       if (req->force || s->status() == Status::pending) msg.task_ids.push_back(id);
+    });
   } else {
     for (const auto& s : req->states)
-      if (inflight_.count(s->id())) msg.task_ids.push_back(s->id());
+      if (inflight_.contains(s->id())) msg.task_ids.push_back(s->id());
   }
   if (msg.task_ids.empty()) {  // all already finished: nothing to ask
     {
@@ -114,10 +115,8 @@ void ClientCore::on_cancel_reply(const proto::CancelReply& r) {
   std::size_t n = 0;
   for (const auto& [id, outcome] : r.outcomes) {
     if (outcome != proto::CancelOutcome::cancelled) continue;
-    auto it = inflight_.find(id);
-    if (it == inflight_.end()) continue;
-    StatePtr s = std::move(it->second);
-    inflight_.erase(it);
+    StatePtr s;
+    if (!inflight_.take(id, s)) continue;
     s->set_cancelled();
     ++n;
   }

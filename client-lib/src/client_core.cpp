@@ -115,7 +115,7 @@ namespace {
 
 // TaskOptions -> the uint32 options of the wire; throws zexec::Error naming what is out of range.
 std::uint32_t option_value(std::int64_t v, std::string_view name, const char* what) {
-  if (v < 0 || v > UINT32_MAX)
+  if (v < 0 || v > UINT32_MAX) [[unlikely]]
     throw Error("submit " + std::string(name) + ": " + what + " out of range (" + std::to_string(v) + ")");
   return static_cast<std::uint32_t>(v);
 }
@@ -125,7 +125,7 @@ std::uint32_t option_value(std::int64_t v, std::string_view name, const char* wh
 // Takes one of the max_pending slots (the daemon's limit on this client's unfinished tasks),
 // waiting for a finishing task to free one until `deadline`. unfinished_ counts the task from
 // here on, before the I/O thread can see it (it may finish it at once).
-void ClientCore::reserve_pending(std::string_view name, Clock::time_point deadline) {
+void ClientCore::reserve_pending(std::string_view name, SubmitDeadline& deadline) {
   std::unique_lock lk(done_mu_);
   const std::uint32_t limit = max_pending_;
   auto room = [&] { return limit == 0 || unfinished_ < limit; };
@@ -136,7 +136,7 @@ void ClientCore::reserve_pending(std::string_view name, Clock::time_point deadli
                       " unfinished tasks, the most zexecd at " + endpoint_ +
                       " accepts, and a done callback cannot wait for room");
     // A lost connection fails every unfinished task, which wakes this wait too.
-    if (!done_cv_.wait_until(lk, deadline, room))
+    if (!done_cv_.wait_until(lk, deadline.get(), room))
       throw QueueFull("submit " + std::string(name) + ": this client had " + std::to_string(limit) +
                       " unfinished tasks, the most zexecd at " + endpoint_ + " accepts (max_pending), for " +
                       format_seconds(options_.submit_timeout));
@@ -159,22 +159,18 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
   if (args.size() > kMaxTaskArgsBytes)
     throw Error("submit " + std::string(name) + ": arguments of " + std::to_string(args.size()) +
                 " bytes exceed the 64 MiB message limit");
-  proto::TaskSpec spec;
-  spec.timeout_ms = option_value(options.timeout.count(), name, "timeout");
-  spec.retries = option_value(options.retries, name, "retries");
-  spec.crash_retries = option_value(options.crash_retries, name, "crash_retries");
-  spec.retry_backoff_ms = option_value(options.retry_backoff.count(), name, "retry_backoff");
-  spec.name = std::string(name);
-  spec.args = std::move(args);
+  proto::TaskOptionFields wire;
+  wire.timeout_ms = option_value(options.timeout.count(), name, "timeout");
+  wire.retries = option_value(options.retries, name, "retries");
+  wire.crash_retries = option_value(options.crash_retries, name, "crash_retries");
+  wire.retry_backoff_ms = option_value(options.retry_backoff.count(), name, "retry_backoff");
 
-  // One deadline for both waits (a slot under max_pending, then room in the outbox).
-  // (Capped at a century, which is forever, so that now + timeout cannot overflow.)
-  const auto deadline =
-      Clock::now() + std::min<Clock::duration>(options_.submit_timeout, std::chrono::hours(24 * 365 * 100));
+  // One deadline for both waits (a slot under max_pending, then room in the outbox), read off
+  // the clock only if one of them has to wait.
+  SubmitDeadline deadline{options_.submit_timeout};
   reserve_pending(name, deadline);
   const std::uint64_t id = next_task_id_++;
-  spec.id = id;
-  auto state = std::make_shared<FutureState>(id, spec.name, weak_from_this());
+  auto state = std::make_shared<FutureState>(id, std::string(name), weak_from_this());
   // The caller's handle exists before the I/O thread can see the task: a task that finishes at
   // once must find it alive, or poll() would never return it.
   Future future = FutureAccess::make(state);
@@ -188,7 +184,7 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
       bool ok = false;
       if (!on_io_thread()) {
         ++space_waiters_;
-        ok = space_cv_.wait_until(lk, deadline, [&] { return phase_ != Phase::ready || !full(); });
+        ok = space_cv_.wait_until(lk, deadline.get(), [&] { return phase_ != Phase::ready || !full(); });
         --space_waiters_;
       }
       if (!ok) {
@@ -207,7 +203,7 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
     }
     was_empty = outbox_.empty();
     state->queued = true;
-    outbox_.push_back(OutEntry{state, std::move(spec)});
+    outbox_.push_back(OutEntry{std::move(state), std::move(args), wire});
   }
   // Waking only on empty -> non-empty keeps a burst of submits at one eventfd write; the I/O
   // thread drains the whole outbox into one `submit` message.
@@ -215,18 +211,20 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
   return future;
 }
 
-void ClientCore::on_done(const StatePtr&, const std::weak_ptr<FutureState>& user) noexcept {
+void ClientCore::on_done(const StatePtr& s) noexcept {
   {
     std::lock_guard lk(done_mu_);
     if (unfinished_ > 0) --unfinished_;
-    // Only futures the caller holds are queued, and only as the caller's handle (never the state
-    // itself): the I/O thread completing it holds the state, not the handle, so poll()'s lock()
-    // fails exactly when the caller has dropped every Future of it.
-    if (!user.expired()) poll_queue_.push_back(user);
+    // Only futures the caller holds are queued; poll() checks again when it takes one, so a
+    // future dropped after completing is skipped there.
+    if (s->has_user()) poll_queue_.push_back(s);
     // Dropped after completing: prune dead entries whenever the queue has doubled since the last
     // prune (amortised O(1) per completion).
     if (poll_queue_.size() >= prune_at_) {
-      std::erase_if(poll_queue_, [](const std::weak_ptr<FutureState>& w) { return w.expired(); });
+      std::erase_if(poll_queue_, [](const std::weak_ptr<FutureState>& w) {
+        auto x = w.lock();
+        return !x || !x->has_user();
+      });
       prune_at_ = std::max<std::size_t>(1024, 2 * poll_queue_.size());
     }
   }
@@ -240,8 +238,8 @@ std::optional<Future> ClientCore::poll(const Timeout& timeout) {
     while (!poll_queue_.empty()) {
       auto w = std::move(poll_queue_.front());
       poll_queue_.pop_front();
-      // The caller's handle: alive only while the caller holds a Future of this task.
-      if (auto s = w.lock()) return FutureAccess::wrap(std::move(s));
+      // Returned only while the caller holds a Future of this task.
+      if (auto s = w.lock(); s && s->add_user_if_held()) return FutureAccess::adopt(std::move(s));
     }
     if (on_io_thread()) return std::nullopt;  // nothing can complete while we block this thread
     if (!deadline) {

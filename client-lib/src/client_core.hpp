@@ -22,6 +22,7 @@
 
 #include "future_state.hpp"
 #include "zexec/client.hpp"
+#include "zexec/detail/id_map.hpp"
 #include "zexec/protocol.hpp"
 
 namespace zexec::detail {
@@ -49,15 +50,16 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
 
   // StateOwner
   bool cancel(const StatePtr& s, bool force) override;
-  void on_done(const StatePtr& s, const std::weak_ptr<FutureState>& user) noexcept override;
+  void on_done(const StatePtr& s) noexcept override;
   bool on_io_thread() const noexcept override { return std::this_thread::get_id() == io_id_.load(); }
 
  private:
   enum class Phase { connecting, ready, broken, closed };
 
-  struct OutEntry {
+  struct OutEntry {  // a submitted task not yet sent (its id and name are in the state)
     StatePtr state;
-    proto::TaskSpec spec;
+    std::string args;
+    proto::TaskOptionFields options;
   };
 
   // One cancel round trip. The user thread waits on reply_cv_ for `answered` (guarded by mu_).
@@ -73,8 +75,23 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
     std::size_t cancelled = 0;
   };
 
+  // submit()'s deadline, read off the clock when first needed.
+  class SubmitDeadline {
+   public:
+    explicit SubmitDeadline(std::chrono::nanoseconds timeout) : timeout_(timeout) {}
+    Clock::time_point get() {
+      // (Capped at a century, which is forever, so that now + timeout cannot overflow.)
+      if (!at_) at_ = Clock::now() + std::min<Clock::duration>(timeout_, std::chrono::hours(24 * 365 * 100));
+      return *at_;
+    }
+
+   private:
+    std::chrono::nanoseconds timeout_;
+    std::optional<Clock::time_point> at_;
+  };
+
   std::size_t await_cancel(const std::shared_ptr<CancelRequest>& req);
-  void reserve_pending(std::string_view name, Clock::time_point deadline);
+  void reserve_pending(std::string_view name, SubmitDeadline& deadline);
   void unreserve_pending() noexcept;
   void wake() noexcept;
   void set_last_error(std::string text);
@@ -138,8 +155,9 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   zmq::socket_t results_;
   bool hello_sent_ = false;
   Phase io_phase_ = Phase::connecting;  // the I/O thread's copy, to skip locking per message
-  std::unordered_map<std::uint64_t, StatePtr> inflight_;  // sent, no final event yet
+  IdMap<StatePtr> inflight_;            // sent, no final event yet
   std::unordered_map<std::uint64_t, std::shared_ptr<CancelRequest>> awaiting_reply_;
+  std::vector<OutEntry> batch_;         // the outbox as taken by the last take_work (kept for its capacity)
   std::deque<std::string> sendq_;       // encoded frames for the DEALER, in order
   std::uint64_t acked_upto_ = 0;        // every update up to here is applied (contiguous)
   std::set<std::uint64_t> seen_ahead_;  // applied updates beyond a gap (a lost update)

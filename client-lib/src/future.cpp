@@ -6,6 +6,43 @@ namespace zexec {
 
 using detail::Status;
 
+Future::Future(std::shared_ptr<detail::FutureState> s, bool user) noexcept
+    : state_(std::move(s)), user_(user && state_) {
+  if (user_) state_->add_user();
+}
+
+Future::Future(const Future& other) noexcept : state_(other.state_), user_(other.user_) {
+  if (user_) state_->add_user();
+}
+
+Future::Future(Future&& other) noexcept : state_(std::move(other.state_)), user_(other.user_) {
+  other.user_ = false;
+}
+
+Future& Future::operator=(const Future& other) noexcept {
+  if (this != &other) *this = Future(other);
+  return *this;
+}
+
+Future& Future::operator=(Future&& other) noexcept {
+  if (this != &other) {
+    release();
+    state_ = std::move(other.state_);
+    user_ = other.user_;
+    other.user_ = false;
+  }
+  return *this;
+}
+
+Future::~Future() {
+  release();
+}
+
+void Future::release() noexcept {
+  if (user_) state_->release_user();
+  user_ = false;
+}
+
 const detail::FutureState& Future::state() const {
   if (!state_) throw Error("zexec::Future: empty handle (default-constructed, not from submit())");
   return *state_;

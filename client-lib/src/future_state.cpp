@@ -1,110 +1,154 @@
 #include "future_state.hpp"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <climits>
 #include <cstdio>
+#include <ctime>
 
 #include "task_errors.hpp"
 
 namespace zexec::detail {
 
-Status FutureState::status() const {
-  std::lock_guard lk(mu_);
-  return status_;
+namespace {
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+              std::atomic<std::uint32_t>::is_always_lock_free);
+
+std::uint32_t* futex_word(std::atomic<std::uint32_t>& a) {
+  return reinterpret_cast<std::uint32_t*>(&a);
 }
 
-bool FutureState::done() const {
-  std::lock_guard lk(mu_);
-  return status_ == Status::finished || status_ == Status::cancelled;
+// Sleeps while *word == expected, until woken or the deadline (absolute, CLOCK_MONOTONIC, which
+// is what std::chrono::steady_clock reads on Linux). Spurious returns are fine: callers loop.
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const Deadline& deadline) {
+  timespec ts{};
+  if (deadline) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
+    ts.tv_sec = static_cast<time_t>(ns / 1000000000);
+    ts.tv_nsec = static_cast<long>(ns % 1000000000);
+  }
+  ::syscall(SYS_futex, futex_word(word), FUTEX_WAIT_BITSET_PRIVATE, expected, deadline ? &ts : nullptr,
+            nullptr, FUTEX_BITSET_MATCH_ANY);
 }
 
-StatePtr FutureState::user_ref() {
-  // The handle owns the state; Futures point at the state through it (aliasing constructor).
-  struct UserHandle {
-    StatePtr state;
-  };
-  std::lock_guard lk(mu_);
-  if (StatePtr h = user_.lock()) return h;
-  auto handle = std::make_shared<UserHandle>(UserHandle{shared_from_this()});
-  StatePtr ref(handle, handle->state.get());
-  user_ = ref;
-  return ref;
+void futex_wake_all(std::atomic<std::uint32_t>& word) {
+  ::syscall(SYS_futex, futex_word(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+
+const std::string kNoText;
+
+}  // namespace
+
+bool FutureState::add_user_if_held() noexcept {
+  std::uint32_t n = users_.load(std::memory_order_acquire);
+  while (n > 0)
+    if (users_.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) return true;
+  return false;
 }
 
 bool FutureState::set_running() {
   std::lock_guard lk(mu_);
-  if (status_ != Status::pending) return false;
-  status_ = Status::running;
+  std::uint32_t w = word_.load(std::memory_order_relaxed);
+  if (static_cast<Status>(w & kStatusMask) != Status::pending) return false;
+  // Keep kSleepers: a thread asleep in wait() must still be woken at completion.
+  while (!word_.compare_exchange_weak(w, (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::running),
+                                      std::memory_order_release, std::memory_order_relaxed)) {
+  }
   return true;
 }
 
 template <class Set>
-bool FutureState::complete(Set&& set) {
+bool FutureState::complete(Status final_status, Set&& set) {
   // Keeps the state alive through the notifications even if the caller held the last reference.
   StatePtr self = shared_from_this();
-  std::vector<std::shared_ptr<Waiter>> waiters;
+  std::shared_ptr<Waiter> waiter;
+  std::vector<std::shared_ptr<Waiter>> more;
   std::vector<std::function<void(Future)>> callbacks;
+  std::uint32_t old;
   {
     std::lock_guard lk(mu_);
-    if (status_ == Status::finished || status_ == Status::cancelled) return false;
+    if (is_final(word_.load(std::memory_order_relaxed))) return false;
     set();
-    waiters.swap(waiters_);
+    waiter.swap(waiter_);
+    more.swap(more_waiters_);
     callbacks.swap(callbacks_);
     // The client's bookkeeping (poll queue, unfinished count) is updated before anyone can see
     // the state done, so e.g. `f.result(); client.unfinished()` never reads a stale count.
     // on_done only takes the client's leaf lock, so holding mu_ here cannot deadlock.
-    if (auto o = owner_.lock()) o->on_done(self, user_);
+    if (auto o = owner_.lock()) o->on_done(self);
+    old = word_.exchange(static_cast<std::uint32_t>(final_status), std::memory_order_acq_rel);
   }
-  cv_.notify_all();
-  for (auto& w : waiters) w->push(self);
+  if (old & kSleepers) futex_wake_all(word_);
+  if (waiter) waiter->push(self);
+  for (auto& w : more) w->push(self);
   for (auto& cb : callbacks) run_callback(cb, self);
   return true;
 }
 
 bool FutureState::set_value(std::string bytes) {
-  return complete([&] {
-    value_ = std::move(bytes);
-    status_ = Status::finished;
-  });
+  return complete(Status::finished, [&] { value_ = std::move(bytes); });
 }
 
 bool FutureState::set_error(Failure kind, std::string type, std::string message) {
-  return complete([&] {
+  return complete(Status::finished, [&] {
     failure_ = kind == Failure::none ? Failure::task : kind;
-    error_type_ = std::move(type);
-    error_message_ = std::move(message);
-    status_ = Status::finished;
+    error_ = std::make_unique<ErrorText>(ErrorText{std::move(type), std::move(message)});
   });
 }
 
 bool FutureState::set_cancelled() {
-  return complete([&] { status_ = Status::cancelled; });
+  return complete(Status::cancelled, [] {});
+}
+
+const std::string& FutureState::error_type() const noexcept {
+  return error_ ? error_->type : kNoText;
+}
+
+const std::string& FutureState::error_message() const noexcept {
+  return error_ ? error_->message : kNoText;
 }
 
 bool FutureState::wait(const Deadline& deadline) const {
-  std::unique_lock lk(mu_);
-  auto is_done = [this] { return status_ == Status::finished || status_ == Status::cancelled; };
-  if (!deadline) {
-    cv_.wait(lk, is_done);
-    return true;
+  for (;;) {
+    std::uint32_t w = word_.load(std::memory_order_acquire);
+    if (is_final(w)) return true;
+    if (!(w & kSleepers)) {
+      if (!word_.compare_exchange_weak(w, w | kSleepers, std::memory_order_acq_rel)) continue;
+      w |= kSleepers;
+    }
+    if (deadline && Clock::now() >= *deadline) return done();
+    futex_wait(word_, w, deadline);
   }
-  return cv_.wait_until(lk, *deadline, is_done);
 }
 
 bool FutureState::add_waiter(const std::shared_ptr<Waiter>& w) {
   std::lock_guard lk(mu_);
-  if (status_ == Status::finished || status_ == Status::cancelled) return false;
-  waiters_.push_back(w);
+  if (is_final(word_.load(std::memory_order_relaxed))) return false;
+  if (!waiter_)
+    waiter_ = w;
+  else
+    more_waiters_.push_back(w);
   return true;
 }
 
 void FutureState::remove_waiter(const Waiter* w) {
   std::lock_guard lk(mu_);
-  std::erase_if(waiters_, [w](const std::shared_ptr<Waiter>& x) { return x.get() == w; });
+  if (waiter_.get() == w) {
+    waiter_.reset();
+    return;
+  }
+  std::erase_if(more_waiters_, [w](const std::shared_ptr<Waiter>& x) { return x.get() == w; });
 }
 
 void FutureState::add_callback(std::function<void(Future)> cb) {
   {
     std::lock_guard lk(mu_);
-    if (status_ != Status::finished && status_ != Status::cancelled) {
+    if (!is_final(word_.load(std::memory_order_relaxed))) {
       callbacks_.push_back(std::move(cb));
       return;
     }
@@ -117,11 +161,49 @@ std::exception_ptr FutureState::error_ptr() const {
     case Failure::none:
       return nullptr;
     case Failure::connection:
-      return std::make_exception_ptr(ConnectionError(task_name_ + ": " + error_message_));
+      return std::make_exception_ptr(ConnectionError(task_name_ + ": " + error_message()));
     case Failure::task:
       break;
   }
-  return make_task_error(task_name_, error_type_, error_message_);
+  return make_task_error(task_name_, error_type(), error_message());
+}
+
+StateSet::StateSet(std::size_t expected) {
+  std::size_t capacity = std::bit_ceil(std::max<std::size_t>(16, expected * 2));
+  slots_.assign(capacity, nullptr);
+  shift_ = 64 - static_cast<unsigned>(std::countr_zero(capacity));
+}
+
+std::size_t StateSet::home(const FutureState* s) const noexcept {
+  // Fibonacci hashing: heap addresses share their low bits, the product's top bits do not.
+  return static_cast<std::size_t>((reinterpret_cast<std::uintptr_t>(s) * 0x9E3779B97F4A7C15ull) >> shift_);
+}
+
+bool StateSet::insert(const FutureState* s) {
+  const std::size_t mask = slots_.size() - 1;
+  if ((size_ + 1) * 2 > slots_.size()) {  // more than expected: grow (never for as_completed)
+    StateSet bigger(slots_.size());
+    for (const FutureState* x : slots_)
+      if (x) bigger.insert(x);
+    *this = std::move(bigger);
+    return insert(s);
+  }
+  for (std::size_t i = home(s);; i = (i + 1) & mask) {
+    if (slots_[i] == s) return false;
+    if (!slots_[i]) {
+      slots_[i] = s;
+      ++size_;
+      return true;
+    }
+  }
+}
+
+bool StateSet::contains(const FutureState* s) const {
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = home(s);; i = (i + 1) & mask) {
+    if (slots_[i] == s) return true;
+    if (!slots_[i]) return false;
+  }
 }
 
 void run_callback(const std::function<void(Future)>& cb, const StatePtr& s) noexcept {

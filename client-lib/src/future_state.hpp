@@ -1,18 +1,23 @@
 // The shared state behind zexec::Future (internal).
 //
 // Completion is one path for every outcome (value, error, cancel, lost connection): it sets the
-// status under the state's mutex, then wakes result() waiters (condvar), pushes the state to every
-// registered Waiter (as_completed / wait / AsCompleted, like CPython's _Waiter), tells the owning
-// client (poll queue, unfinished count) and runs the done callbacks. Because cancel goes through
-// the same path, a cancelled future wakes everyone at once (CPython bugs #92001 / #136655).
+// status under the state's mutex, then wakes result() waiters (a futex on the status word),
+// pushes the state to every registered Waiter (as_completed / wait / AsCompleted, like CPython's
+// _Waiter), tells the owning client (poll queue, unfinished count) and runs the done callbacks.
+// Because cancel goes through the same path, a cancelled future wakes everyone at once (CPython
+// bugs #92001 / #136655).
 //
-// Two kinds of reference: the library (outbox, in-flight table, waiters, completion itself) holds
-// the state directly; every Future handed to the caller shares one "user handle" that owns the
-// state (an aliasing shared_ptr). The handle dies with the caller's last Future, whoever else
-// still holds the state, so "does the caller still hold this future?" is an exact question:
-// Client::poll() asks it (weak_ptr::lock on the handle) and never returns a dropped future.
+// The library (outbox, in-flight table, waiters, completion itself) holds the state through
+// plain shared_ptrs. Futures handed to the caller also count in the state's `users` count, so
+// "does the caller still hold this future?" is an exact question: Client::poll() asks it and
+// never returns a future the caller dropped. (A count, not a second shared_ptr control block:
+// that was an allocation per task, bench/RESULTS.md.)
+//
+// A state is a hot object: one per task, created by submit() at hundreds of thousands per
+// second. Its size (one allocation of about 200 bytes) and the locks it takes are measured.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -40,8 +45,8 @@ class StateOwner {
   // Cancels a task that was pending (or, with force, running) when checked; see Future::cancel().
   virtual bool cancel(const StatePtr& s, bool force) = 0;
   // Called once per state, under the state's lock, when it completed (any outcome), from the
-  // completing thread. `user` is the caller's handle (expired if the caller holds no Future).
-  virtual void on_done(const StatePtr& s, const std::weak_ptr<FutureState>& user) noexcept = 0;
+  // completing thread.
+  virtual void on_done(const StatePtr& s) noexcept = 0;
   // True on the thread that delivers this owner's results: blocking there would deadlock.
   virtual bool on_io_thread() const noexcept = 0;
 };
@@ -73,12 +78,11 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
   const std::string& task_name() const noexcept { return task_name_; }
   std::shared_ptr<StateOwner> owner() const { return owner_.lock(); }
 
-  // The caller's handle: an aliasing pointer whose control block is the user handle (see the
-  // top of this file), created if none is alive.
-  StatePtr user_ref();
-
-  Status status() const;
-  bool done() const;
+  // Lock-free reads of the status word (acquire: a done state's outcome fields are visible).
+  Status status() const noexcept {
+    return static_cast<Status>(word_.load(std::memory_order_acquire) & kStatusMask);
+  }
+  bool done() const noexcept { return is_final(word_.load(std::memory_order_acquire)); }
 
   // Transitions. Each returns false (and changes nothing) if the state is already final.
   bool set_running();  // pending -> running
@@ -101,43 +105,81 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
   // they are read without the lock by threads that observed done() (which synchronised).
   Failure failure() const noexcept { return failure_; }
   const std::string& value() const noexcept { return value_; }
-  const std::string& error_type() const noexcept { return error_type_; }
-  const std::string& error_message() const noexcept { return error_message_; }
+  const std::string& error_type() const noexcept;
+  const std::string& error_message() const noexcept;
   // The exception result() throws for this outcome (null for a value).
   std::exception_ptr error_ptr() const;
+
+  // The caller's Futures of this state (see the top of this file).
+  void add_user() noexcept { users_.fetch_add(1, std::memory_order_relaxed); }
+  void release_user() noexcept { users_.fetch_sub(1, std::memory_order_acq_rel); }
+  bool has_user() const noexcept { return users_.load(std::memory_order_acquire) > 0; }
+  // Adds a user only if there is one (the caller still holds a Future); false otherwise.
+  bool add_user_if_held() noexcept;
 
   // Guarded by the owning client's outbox mutex (not mu_): true while the task sits unsent in
   // the client's outbox, so cancel() can take it back locally.
   bool queued = false;
 
  private:
+  static constexpr std::uint32_t kStatusMask = 3;
+  static constexpr std::uint32_t kSleepers = 4;  // a thread sleeps (futex) in wait()
+  static bool is_final(std::uint32_t word) noexcept {
+    auto s = static_cast<Status>(word & kStatusMask);
+    return s == Status::finished || s == Status::cancelled;
+  }
+
   template <class Set>
-  bool complete(Set&& set);
+  bool complete(Status final_status, Set&& set);
+
+  struct ErrorText {
+    std::string type, message;
+  };
 
   const std::uint64_t id_;
   const std::string task_name_;
   const std::weak_ptr<StateOwner> owner_;
 
-  mutable std::mutex mu_;
-  mutable std::condition_variable cv_;
-  Status status_ = Status::pending;
+  // Status in the low bits, kSleepers above. Written under mu_, read without it.
+  mutable std::atomic<std::uint32_t> word_{static_cast<std::uint32_t>(Status::pending)};
+  std::atomic<std::uint32_t> users_{0};
   Failure failure_ = Failure::none;
-  std::string value_, error_type_, error_message_;
-  std::vector<std::shared_ptr<Waiter>> waiters_;
+  mutable std::mutex mu_;
+  std::string value_;
+  std::unique_ptr<ErrorText> error_;  // only for an error: most tasks succeed
+  // Waiters: the first in place (as_completed, wait: the usual and only one), others beside.
+  std::shared_ptr<Waiter> waiter_;
+  std::vector<std::shared_ptr<Waiter>> more_waiters_;
   std::vector<std::function<void(Future)>> callbacks_;
-  std::weak_ptr<FutureState> user_;  // the caller's handle (see user_ref())
 };
 
 // The bridge between the public Future and its private state.
 struct FutureAccess {
-  // A Future for the caller (submit, poll, as_completed, wait): shares the user handle.
-  static Future make(const StatePtr& s) { return Future(s->user_ref()); }
-  // Wraps the pointer as it is. Given the state itself (not a handle), the Future does not count
-  // as the caller holding the task: that is what a done callback gets, so the I/O thread running
-  // it never keeps a future the caller dropped alive for poll().
-  static Future wrap(StatePtr s) { return Future(std::move(s)); }
-  // The Future's pointer (the user handle's aliasing pointer for caller-held Futures).
+  // A Future for the caller (submit, poll, as_completed, wait): counts as the caller holding it.
+  static Future make(StatePtr s) { return Future(std::move(s), true); }
+  // A Future for a state whose user count the caller already raised (add_user_if_held).
+  static Future adopt(StatePtr s) { return Future(std::move(s), true, Future::Adopt{}); }
+  // Wraps the state without counting: that is what a done callback gets, so the I/O thread
+  // running it never makes a future the caller dropped look held to poll().
+  static Future wrap(StatePtr s) { return Future(std::move(s), false); }
   static const StatePtr& state(const Future& f) { return f.state_; }
+};
+
+// A set of states for deduplicating the futures of one call (as_completed, wait): open
+// addressing over a table sized once for the call, so no allocation per future (a node-based
+// set cost as much as the rest of as_completed, bench/RESULTS.md).
+class StateSet {
+ public:
+  explicit StateSet(std::size_t expected);
+  bool insert(const FutureState* s);  // false if already there
+  bool contains(const FutureState* s) const;
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  std::size_t home(const FutureState* s) const noexcept;
+  std::vector<const FutureState*> slots_;
+  unsigned shift_ = 0;
+  std::size_t size_ = 0;
 };
 
 // Runs a done callback, swallowing (and logging) whatever it throws.

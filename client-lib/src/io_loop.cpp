@@ -91,41 +91,53 @@ int ClientCore::poll_timeout_ms(Clock::time_point now) const {
 // ---- sending ---------------------------------------------------------------------------------
 
 void ClientCore::take_work(bool& stop) {
-  std::vector<OutEntry> batch;
+  batch_.clear();
   std::deque<std::shared_ptr<CancelRequest>> cancels;
   {
     std::lock_guard lk(mu_);
     stop = stop_;
     if (stop) return;
     if (io_phase_ == Phase::ready && sendq_.size() < kMaxHeldFrames && !outbox_.empty()) {
-      batch.reserve(outbox_.size());
-      // Claim the tasks while holding mu_: from here on cancel() must ask the daemon.
+      // Claim the tasks while holding mu_: from here on cancel() must ask the daemon. (A swap,
+      // so both vectors keep their capacity: no allocation per turn.)
       for (auto& e : outbox_) {
-        if (!e.state->queued) continue;  // cancelled locally while queued
-        e.state->queued = false;
-        batch.push_back(std::move(e));
+        if (e.state->queued)
+          e.state->queued = false;
+        else
+          e.state.reset();  // cancelled locally while queued
       }
-      outbox_.clear();
+      batch_.swap(outbox_);
       if (space_waiters_) space_cv_.notify_all();
     }
     cancels.swap(cancels_);
   }
   // Submits go before the cancels taken in the same turn: a cancel never overtakes its task.
-  proto::Submit submit;
-  std::size_t bytes = 0;
-  auto emit = [&] {
-    if (submit.tasks.empty()) return;
-    sendq_.push_back(proto::encode(submit));
-    submit.tasks.clear();
-    bytes = 0;
-  };
-  for (auto& e : batch) {
-    bytes += e.spec.args.size() + e.spec.name.size() + 24;
-    inflight_.emplace(e.spec.id, std::move(e.state));
-    submit.tasks.push_back(std::move(e.spec));
-    if (submit.tasks.size() >= kMaxBatchTasks || bytes >= kMaxBatchBytes) emit();
+  std::size_t begin = 0;
+  while (begin < batch_.size()) {
+    // One frame: as many tasks as the limits allow (at least one).
+    std::size_t end = begin, count = 0, bytes = 0;
+    for (; end < batch_.size() && (count == 0 || (count < kMaxBatchTasks && bytes < kMaxBatchBytes)); ++end) {
+      const OutEntry& e = batch_[end];
+      if (!e.state) continue;
+      bytes += e.args.size() + e.state->task_name().size() + 24;
+      ++count;
+    }
+    if (count > 0) {
+      std::string frame;
+      proto::TaskListWriter w(frame, proto::Type::submit, static_cast<std::uint32_t>(count));
+      for (std::size_t i = begin; i < end; ++i) {
+        OutEntry& e = batch_[i];
+        if (!e.state) continue;
+        const std::uint64_t id = e.state->id();
+        w.add(id, e.state->task_name(), e.args, e.options);
+        inflight_.insert(id, std::move(e.state));
+      }
+      sendq_.push_back(std::move(frame));
+    }
+    begin = end;
   }
-  emit();
+  batch_.clear();
+  if (batch_.capacity() > 65536) std::vector<OutEntry>().swap(batch_);  // after a burst: give it back
   for (auto& req : cancels) send_cancel(req);
 }
 
@@ -314,14 +326,12 @@ void ClientCore::on_update(proto::Update& u) {
 }
 
 void ClientCore::apply_event(proto::Event& e) {
-  auto it = inflight_.find(e.task_id);
-  if (it == inflight_.end()) return;  // already final (a resent update, or failed locally)
   if (e.kind == proto::Outcome::started) {
-    it->second->set_running();
+    if (StatePtr* s = inflight_.find(e.task_id)) (*s)->set_running();
     return;
   }
-  StatePtr s = std::move(it->second);
-  inflight_.erase(it);
+  StatePtr s;
+  if (!inflight_.take(e.task_id, s)) return;  // already final (a resent update, or failed locally)
   switch (e.kind) {
     case proto::Outcome::ok:
       s->set_value(std::move(e.value));
@@ -339,7 +349,7 @@ void ClientCore::apply_event(proto::Event& e) {
 void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcept {
   std::vector<StatePtr> states;
   states.reserve(inflight_.size());
-  for (auto& [id, s] : inflight_) states.push_back(std::move(s));
+  inflight_.for_each([&](std::uint64_t, StatePtr& s) { states.push_back(std::move(s)); });
   inflight_.clear();
   bool report = false;
   {

@@ -32,6 +32,11 @@ class Future {
  public:
   // An empty handle: valid() is false, everything else throws zexec::Error.
   Future() = default;
+  Future(const Future& other) noexcept;
+  Future(Future&& other) noexcept;
+  Future& operator=(const Future& other) noexcept;
+  Future& operator=(Future&& other) noexcept;
+  ~Future();
 
   bool valid() const noexcept { return state_ != nullptr; }
   std::uint64_t id() const;              // the task id (per client, from a counter)
@@ -91,12 +96,19 @@ class Future {
 
  private:
   friend struct detail::FutureAccess;
-  explicit Future(std::shared_ptr<detail::FutureState> s) : state_(std::move(s)) {}
+  struct Adopt {};
+  // `user`: this Future counts as the caller holding the task (Client::poll() returns only
+  // those); the Future a done callback gets does not.
+  Future(std::shared_ptr<detail::FutureState> s, bool user) noexcept;
+  Future(std::shared_ptr<detail::FutureState> s, bool user, Adopt) noexcept
+      : state_(std::move(s)), user_(user && state_) {}
+  void release() noexcept;
   const detail::FutureState& state() const;
   // Waits and returns the value bytes (valid while *this lives), or throws the outcome.
   const std::string& wait_value(const Timeout& timeout) const;
 
   std::shared_ptr<detail::FutureState> state_;
+  bool user_ = false;
 };
 
 }  // namespace zexec
