@@ -232,3 +232,91 @@ TEST(Protocol, RandomBytesNeverCrash) {
   }
   EXPECT_LT(accepted, 20000);
 }
+
+// The batches of tasks and results take the decoder's fast path; it must give exactly the
+// general decoder's answer, for the frames it takes and for every damaged copy of them.
+TEST(Protocol, FastPathDecodesBatchesAsTheGeneralDecoderDoes) {
+  std::string big(70000, 'x');  // str16/bin32-sized fields
+  proto::TaskSpec t1{1, "noop", pack(), 0};
+  proto::TaskSpec t2{UINT64_MAX, "echo", big, 0};
+  proto::Event ok{7, proto::Outcome::ok, pack(1.5), "", ""};
+  proto::Event err{8, proto::Outcome::error, "", "ValueError", "bad " + big};
+  proto::Event started{9, proto::Outcome::started, "", "", ""};
+  proto::Event cancelled{300000, proto::Outcome::cancelled, "", "", ""};
+  std::vector<std::string> frames = {
+      proto::encode(proto::Submit{{t1, t2}}),
+      proto::encode(proto::Tasks{{t1}}),
+      proto::encode(proto::Update{1u << 40, {ok, err, started, cancelled}}),
+      proto::encode(proto::WorkerEvents{3, 123456789, {ok, started}}),
+      proto::encode(proto::Update{2, {}}),
+  };
+  for (const std::string& f : frames) {
+    proto::Message m;
+    ASSERT_TRUE(proto::detail::decode_fast(f, m)) << "not on the fast path: " << f.size() << " bytes";
+    EXPECT_EQ(proto::encode(m), f);
+  }
+  // A task with options is left to the general decoder, which takes it.
+  proto::TaskSpec with_options{2, "sleep", pack(), 1500, 2, 0, 0};
+  std::string f = proto::encode(proto::Submit{{t1, with_options}});
+  proto::Message m;
+  EXPECT_FALSE(proto::detail::decode_fast(f, m));
+  EXPECT_TRUE(proto::decode(f));
+
+  auto same = [](const std::string& frame) {
+    proto::Decoded d = proto::decode(frame), g = proto::detail::decode_generic(frame);
+    ASSERT_EQ(bool(d), bool(g)) << d.error << " / " << g.error;
+    EXPECT_EQ(d.error, g.error);
+    if (d) EXPECT_EQ(proto::encode(*d.message), proto::encode(*g.message));
+  };
+  // Frames near the fast path's shapes that the general decoder refuses, each for its reason.
+  std::vector<std::string> hostile = {
+      pack(1, 3,
+           std::vector<msgpack::type::tuple<int, std::string, std::string>>{{1, "", ""}}),  // empty name
+      pack(1, 10, 1, std::vector<std::vector<int>>{{1, 5}}),                                // kind 5
+      pack(1, 10, 1, std::vector<std::vector<int>>{{1, 1}}),                                // ok, no value
+      pack(1, 21, 1, 2, std::vector<std::vector<int>>{{1, 0, 0}}),                          // started + extra
+      pack(2, 10, 1, std::vector<int>{}),                                                   // version 2
+      pack(1, 10, -1, std::vector<int>{}),                                                  // negative seq
+      pack(1, 30, std::vector<int>{1}),                        // task not an array
+      pack(1, 256 + 21, 1, 2, std::vector<int>{}),             // worker_events in its low 8 bits only
+      std::string("\x94\x01\x0a\x01\xdd\x00\x10\x00\x00", 9),  // 1M events, no bytes
+  };
+  for (const std::string& frame : hostile) {
+    EXPECT_FALSE(proto::decode(frame)) << "accepted hostile frame " << &frame - hostile.data();
+    same(frame);
+  }
+  std::mt19937 rng(42);
+  for (const std::string& frame : frames) {
+    if (frame.size() > 1000) continue;  // the small ones: every cut and many bytes changed
+    for (std::size_t cut = 0; cut < frame.size(); ++cut) same(frame.substr(0, cut));
+    for (std::size_t i = 0; i < frame.size(); ++i)
+      for (int k = 0; k < 8; ++k) {
+        std::string bad = frame;
+        bad[i] = static_cast<char>(rng());
+        same(bad);
+      }
+    same(frame + '\0');
+  }
+}
+
+TEST(Protocol, TaskListWriterWritesWhatEncodeWrites) {
+  proto::TaskSpec a{1, "noop", pack(), 0};
+  proto::TaskSpec b{2, "sleep", pack(0.5), 1500, 2, 1, 50};
+  for (auto type : {proto::Type::submit, proto::Type::tasks}) {
+    std::string out = "stale bytes";
+    proto::TaskListWriter w(out, type, 2);
+    for (const auto& t : {a, b}) w.add(t.id, t.name, t.args, t.options());
+    EXPECT_EQ(out, type == proto::Type::submit ? proto::encode(proto::Submit{{a, b}})
+                                               : proto::encode(proto::Tasks{{a, b}}));
+  }
+}
+
+TEST(Protocol, WorkerEventsPiecesMakeWhatEncodeWrites) {
+  std::vector<proto::Event> events = {{5, proto::Outcome::started, "", "", ""},
+                                      {5, proto::Outcome::ok, pack(42), "", ""},
+                                      {6, proto::Outcome::error, "", "ValueError", "no"}};
+  std::string out;
+  proto::append_worker_events_header(out, 9, 1234567, static_cast<std::uint32_t>(events.size()));
+  for (const auto& e : events) proto::append_event(out, e);
+  EXPECT_EQ(out, proto::encode(proto::WorkerEvents{9, 1234567, events}));
+}

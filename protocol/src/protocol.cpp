@@ -483,6 +483,22 @@ void TaskListWriter::add(std::uint64_t id, std::string_view name, std::string_vi
   pack_task(pk, id, name, args, options);
 }
 
+void append_worker_events_header(std::string& out, std::uint64_t worker_id, std::uint64_t busy_us,
+                                 std::uint32_t count) {
+  StringSink sink{out};
+  Packer pk(sink);
+  BodyPacker{pk}.header(Type::worker_events, 3);
+  pk.pack(worker_id);
+  pk.pack(busy_us);
+  pk.pack_array(count);
+}
+
+void append_event(std::string& out, const Event& e) {
+  StringSink sink{out};
+  Packer pk(sink);
+  pack_event(pk, e);
+}
+
 std::string encode(const Message& m) {
   std::string out;
   encode(m, out);
@@ -490,6 +506,13 @@ std::string encode(const Message& m) {
 }
 
 Decoded decode(std::string_view frame) {
+  Decoded d;
+  d.message.emplace();
+  if (detail::decode_fast(frame, *d.message)) return d;
+  return detail::decode_generic(frame);
+}
+
+Decoded detail::decode_generic(std::string_view frame) {
   Decoded d;
   try {
     // Limits keep a small hostile frame from asking for huge allocations or deep recursion.

@@ -189,11 +189,26 @@ class TaskListWriter {
   std::string& out_;
 };
 
+// Pieces of a worker_events frame, for a worker that encodes each event as it happens and sends
+// a batch without re-encoding it: the header (appended to `out`) followed by `count` events
+// appended with append_event() is what encode() writes for the same WorkerEvents.
+void append_worker_events_header(std::string& out, std::uint64_t worker_id, std::uint64_t busy_us,
+                                 std::uint32_t count);
+void append_event(std::string& out, const Event& e);
+
 struct Decoded {
   std::optional<Message> message;
   std::string error;  // set when message is empty: why the frame was refused
   explicit operator bool() const { return message.has_value(); }
 };
 Decoded decode(std::string_view frame);
+
+namespace detail {
+// decode() is decode_fast() (submit, tasks, update, worker_events in their plain encodings:
+// the hot path) falling back to decode_generic() (everything, with the reason for a refusal).
+// Both are here for the tests that hold them to the same answers.
+bool decode_fast(std::string_view frame, Message& out);
+Decoded decode_generic(std::string_view frame);
+}  // namespace detail
 
 }  // namespace zexec::proto
