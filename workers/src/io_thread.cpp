@@ -23,10 +23,6 @@ using std::chrono::milliseconds;
 // How long closing may wait for the last events to reach the daemon (ZMQ_LINGER and our own
 // drain): bounded, so a worker never hangs on exit because the daemon stopped reading.
 constexpr int kCloseLingerMs = 1000;
-// A worker_events frame is split before it grows past these: well under the 64 MiB frame limit
-// and the daemon decoder's 1M-element arrays, and small enough to keep latency low.
-constexpr std::size_t kMaxBatchBytes = 16u << 20;
-constexpr std::size_t kMaxBatchEvents = 4096;
 // Frames handled per wake-up, so a flood of tasks cannot starve heartbeats and events.
 constexpr int kMaxFramesPerWake = 256;
 
@@ -185,24 +181,18 @@ void Session::handle_frame(std::string_view frame) {
 }
 
 void Session::collect_events() {
-  auto events = mailbox_.take_events();
-  if (events.empty()) return;
-  proto::WorkerEvents batch{config_.worker_id, 0, {}};
-  std::size_t bytes = 0;
-  for (auto& out : events) {
-    std::size_t size =
-        32 + out.event.value.size() + out.event.error_type.size() + out.event.error_message.size();
-    if (!batch.events.empty() && (bytes + size > kMaxBatchBytes || batch.events.size() >= kMaxBatchEvents)) {
-      queue(batch);
-      batch.events.clear();
-      batch.busy_us = 0;
-      bytes = 0;
-    }
-    batch.busy_us += out.busy_us;
-    batch.events.push_back(std::move(out.event));
-    bytes += size;
+  for (EventBatch& b : mailbox_.take_events()) {
+    // The header goes into the room left in front of the events, ending where they begin.
+    std::string header;
+    proto::append_worker_events_header(header, config_.worker_id, b.busy_us, b.count);
+    const std::size_t start = EventBatch::kHeaderRoom - header.size();
+    b.bytes.replace(start, header.size(), header);
+    auto* bytes = new std::string(std::move(b.bytes));
+    pending_.emplace_back(
+        bytes->data() + start, bytes->size() - start,
+        [](void*, void* hint) { delete static_cast<std::string*>(hint); }, bytes);
+    last_queued_ = Clock::now();
   }
-  queue(batch);
 }
 
 void Session::queue(const proto::Message& m) {

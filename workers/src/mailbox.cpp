@@ -34,9 +34,10 @@ void Mailbox::clear_wake() {
 
 // Only the transition empty -> non-empty wakes the I/O thread: while it has not collected the
 // outbox yet, later events simply join it, so tiny tasks get batched many per message.
-void Mailbox::post_locked(OutgoingEvent e, bool& wake) {
+EventBatch& Mailbox::open_batch_locked(bool& wake) {
   wake = wake || outbox_.empty();
-  outbox_.push_back(std::move(e));
+  if (outbox_.empty() || outbox_.back().full()) outbox_.emplace_back();
+  return outbox_.back();
 }
 
 void Mailbox::push_tasks(std::vector<proto::TaskSpec> tasks) {
@@ -71,8 +72,8 @@ void Mailbox::stop() {
   task_ready_.notify_all();
 }
 
-std::vector<OutgoingEvent> Mailbox::take_events() {
-  std::vector<OutgoingEvent> events;
+std::vector<EventBatch> Mailbox::take_events() {
+  std::vector<EventBatch> events;
   std::lock_guard lock(mutex_);
   events.swap(outbox_);
   return events;
@@ -106,18 +107,30 @@ std::optional<proto::TaskSpec> Mailbox::next_task() {
     proto::Event started;
     started.task_id = task->id;
     started.kind = proto::Outcome::started;
-    post_locked({std::move(started), 0}, need_wake);
+    EventBatch& b = open_batch_locked(need_wake);
+    proto::append_event(b.bytes, started);
+    ++b.count;
   }
   if (need_wake) wake();
   return task;
 }
 
-void Mailbox::finish(proto::Event final_event, std::uint64_t busy_us) {
+void Mailbox::finish(const proto::Event& final_event, std::uint64_t busy_us) {
+  // Encoded before taking the lock: a big result must not hold up the I/O thread.
+  EventBatch mine;
+  proto::append_event(mine.bytes, final_event);
   bool need_wake = false;
   {
     std::lock_guard lock(mutex_);
     busy_ = false;
-    post_locked({std::move(final_event), busy_us}, need_wake);
+    EventBatch& b = open_batch_locked(need_wake);
+    if (b.count == 0) {
+      b.bytes.swap(mine.bytes);
+    } else {
+      b.bytes.append(mine.bytes, EventBatch::kHeaderRoom);
+    }
+    ++b.count;
+    b.busy_us += busy_us;
   }
   if (need_wake) wake();
 }

@@ -125,7 +125,7 @@ int Worker::run(const WorkerConfig& config) {
     proto::Event event = impl_->registry.run(*task);
     auto busy =
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - begin);
-    mailbox.finish(std::move(event), static_cast<std::uint64_t>(busy.count()));
+    mailbox.finish(event, static_cast<std::uint64_t>(busy.count()));
   }
   mailbox.mark_executor_exited();
   io.join();
