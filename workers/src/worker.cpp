@@ -1,5 +1,6 @@
 // zexec::Worker: configuration from the environment and the executor loop. The executor is the
-// thread that calls run(); it runs one task at a time and never touches a socket.
+// thread that calls run(); it runs one task at a time, and between tasks does the I/O itself
+// (link.hpp: a watchdog thread takes the sockets while a task runs long).
 #include "zexec/worker.hpp"
 
 #include <unistd.h>
@@ -10,8 +11,7 @@
 #include <limits>
 #include <optional>
 
-#include "io_thread.hpp"
-#include "mailbox.hpp"
+#include "link.hpp"
 #include "task_registry.hpp"
 
 namespace zexec {
@@ -110,26 +110,19 @@ int Worker::run(const WorkerConfig& config) {
 
   proto::WorkerHello hello{config.worker_id, static_cast<std::int64_t>(::getpid()), impl_->options.capacity,
                            impl_->registry.names()};
-  worker_internal::Mailbox mailbox;
-  worker_internal::IoThread io(config, mailbox, std::move(hello), ::getppid());
-  io.start();
-
-  // However the loop ends, the I/O thread must learn it so that it can flush and stop.
-  struct ExitNotice {
-    worker_internal::Mailbox& mailbox;
-    ~ExitNotice() { mailbox.mark_executor_exited(); }
-  } notice{mailbox};
-
-  while (auto task = mailbox.next_task()) {
+  worker_internal::Link link(config, hello, ::getppid());
+  proto::Event event;
+  std::uint64_t busy_us = 0;
+  bool ran = false;
+  while (auto task = link.next(ran ? &event : nullptr, busy_us)) {
     auto begin = std::chrono::steady_clock::now();
-    proto::Event event = impl_->registry.run(*task);
-    auto busy =
-        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - begin);
-    mailbox.finish(event, static_cast<std::uint64_t>(busy.count()));
+    event = impl_->registry.run(*task);
+    busy_us = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - begin)
+            .count());
+    ran = true;
   }
-  mailbox.mark_executor_exited();
-  io.join();
-  return io.exit_code();
+  return link.close();
 }
 
 }  // namespace zexec

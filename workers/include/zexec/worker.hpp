@@ -6,8 +6,8 @@
 //
 // A worker is a process started by zexecd (docs/PROTOCOL.md §4). run() reads the ZEXEC_*
 // environment, connects to the daemon and executes tasks one at a time on the calling thread,
-// while an internal I/O thread keeps talking to the daemon (heartbeats, revoke) even during a
-// long task.
+// which also talks to the daemon between tasks; during a long task an internal thread takes
+// over (heartbeats, revoke, the started event).
 #pragma once
 
 #include <cstdint>
