@@ -246,7 +246,7 @@ TEST(Protocol, FastPathDecodesBatchesAsTheGeneralDecoderDoes) {
   std::vector<std::string> frames = {
       proto::encode(proto::Submit{{t1, t2}}),
       proto::encode(proto::Tasks{{t1}}),
-      proto::encode(proto::Update{1u << 40, {ok, err, started, cancelled}}),
+      proto::encode(proto::Update{std::uint64_t{1} << 40, {ok, err, started, cancelled}}),
       proto::encode(proto::WorkerEvents{3, 123456789, {ok, started}}),
       proto::encode(proto::Update{2, {}}),
   };
