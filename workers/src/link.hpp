@@ -64,10 +64,10 @@ class Link {
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
 
-  // Executor: reports the task it ran last (`finished`, null the first time) and waits for the
-  // next, doing the I/O meanwhile. nullopt when the worker must stop (shutdown, I/O failure,
-  // parent gone).
-  std::optional<proto::TaskSpec> next(const proto::Event* finished, std::uint64_t busy_us);
+  // Executor: reports the task it ran last (`finished`, null the first time; its run time is
+  // measured here) and waits for the next, doing the I/O meanwhile. nullopt when the worker must stop
+  // (shutdown, I/O failure, parent gone).
+  std::optional<proto::TaskSpec> next(const proto::Event* finished);
 
   // Executor, at the end: stops the watchdog, sends what is left (for at most a second) and
   // returns the exit code: 0 after a shutdown from the daemon, 1 otherwise.
@@ -80,7 +80,7 @@ class Link {
   void receive_frames();
   void handle_frame(std::string_view frame);
   void append_event(const proto::Event& e, std::uint64_t busy_us);
-  void flush();  // the current batch -> a frame in pending_
+  void flush(Clock::time_point now);  // the current batch -> a frame in pending_
   void queue(const proto::Message& m);
   void send_pending();  // never blocks: the rest waits for POLLOUT
   void timers(Clock::time_point now);
@@ -106,6 +106,7 @@ class Link {
   std::deque<zmq::message_t> pending_;  // frames the socket has not taken yet
   EventBatch batch_;                    // events not yet framed
   Clock::time_point last_queued_, last_flush_, last_pump_, next_parent_check_;
+  Clock::time_point task_start_;  // executor only: when the task it runs started
   bool stop_ = false;
   int exit_code_ = 1;
   bool discarding_parts_ = false;

@@ -112,14 +112,9 @@ int Worker::run(const WorkerConfig& config) {
                            impl_->registry.names()};
   worker_internal::Link link(config, hello, ::getppid());
   proto::Event event;
-  std::uint64_t busy_us = 0;
   bool ran = false;
-  while (auto task = link.next(ran ? &event : nullptr, busy_us)) {
-    auto begin = std::chrono::steady_clock::now();
+  while (auto task = link.next(ran ? &event : nullptr)) {
     event = impl_->registry.run(*task);
-    busy_us = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - begin)
-            .count());
     ran = true;
   }
   return link.close();
