@@ -61,19 +61,22 @@ class FixedSource final : public detail::CompletionSource {
   std::optional<Future> next(const Timeout&) override {
     if (ready_pos_ < ready_.size()) return FutureAccess::make(ready_[ready_pos_++]);
     if (over_ || pending_ == 0) return std::nullopt;
-    std::unique_lock lk(waiter_->mu);
-    auto has_one = [this] { return !waiter_->completed.empty(); };
-    bool got =
-        deadline_ ? waiter_->cv.wait_until(lk, *deadline_, has_one) : (waiter_->cv.wait(lk, has_one), true);
-    if (!got) {
-      over_ = true;
-      throw TimeoutError(unfinished_text(pending_, total_));
+    if (taken_.empty()) {
+      // Everything completed so far at once: one lock per batch, not per future.
+      std::unique_lock lk(waiter_->mu);
+      auto has_one = [this] { return !waiter_->completed.empty(); };
+      bool got =
+          deadline_ ? waiter_->cv.wait_until(lk, *deadline_, has_one) : (waiter_->cv.wait(lk, has_one), true);
+      if (!got) {
+        over_ = true;
+        throw TimeoutError(unfinished_text(pending_, total_));
+      }
+      taken_.swap(waiter_->completed);
     }
-    StatePtr s = std::move(waiter_->completed.front());
-    waiter_->completed.pop_front();
+    StatePtr s = std::move(taken_.front());
+    taken_.pop_front();
     --pending_;
-    lk.unlock();  // make() takes the state's lock: not under the waiter's
-    return FutureAccess::make(s);
+    return FutureAccess::make(std::move(s));
   }
 
  private:
@@ -82,6 +85,7 @@ class FixedSource final : public detail::CompletionSource {
   std::vector<StatePtr> ready_;  // done at the call
   std::size_t ready_pos_ = 0;
   std::vector<StatePtr> registered_;  // pending at the call; the waiter is registered on each
+  std::deque<StatePtr> taken_;        // completed, taken from the waiter, not yet yielded
   std::size_t total_ = 0, pending_ = 0;
   bool over_ = false;
 };

@@ -125,10 +125,22 @@ std::uint32_t option_value(std::int64_t v, std::string_view name, const char* wh
 // Takes one of the max_pending slots (the daemon's limit on this client's unfinished tasks),
 // waiting for a finishing task to free one until `deadline`. unfinished_ counts the task from
 // here on, before the I/O thread can see it (it may finish it at once).
+// The slot is taken with a compare-and-swap: no lock unless it has to wait.
+bool ClientCore::try_reserve() noexcept {
+  const std::uint32_t limit = max_pending_.load(std::memory_order_relaxed);
+  std::size_t n = unfinished_.load(std::memory_order_relaxed);
+  while (limit == 0 || n < limit)
+    if (unfinished_.compare_exchange_weak(n, n + 1)) return true;
+  return false;
+}
+
 void ClientCore::reserve_pending(std::string_view name, SubmitDeadline& deadline) {
+  if (try_reserve()) return;
+  // Slots are given back under done_mu_ (on_done, unreserve_pending), so waiting under it
+  // cannot miss one.
   std::unique_lock lk(done_mu_);
   const std::uint32_t limit = max_pending_;
-  auto room = [&] { return limit == 0 || unfinished_ < limit; };
+  auto room = [&] { return try_reserve(); };
   if (!room()) {
     // Tasks finish on the I/O thread: a done callback waiting for one would wait forever.
     if (on_io_thread())
@@ -141,7 +153,6 @@ void ClientCore::reserve_pending(std::string_view name, SubmitDeadline& deadline
                       " unfinished tasks, the most zexecd at " + endpoint_ + " accepts (max_pending), for " +
                       format_seconds(options_.submit_timeout));
   }
-  ++unfinished_;
 }
 
 void ClientCore::unreserve_pending() noexcept {

@@ -21,8 +21,8 @@
 #include <zmq.hpp>
 
 #include "future_state.hpp"
+#include "window_map.hpp"
 #include "zexec/client.hpp"
-#include "zexec/detail/id_map.hpp"
 #include "zexec/protocol.hpp"
 
 namespace zexec::detail {
@@ -91,6 +91,7 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   };
 
   std::size_t await_cancel(const std::shared_ptr<CancelRequest>& req);
+  bool try_reserve() noexcept;
   void reserve_pending(std::string_view name, SubmitDeadline& deadline);
   void unreserve_pending() noexcept;
   void wake() noexcept;
@@ -139,8 +140,10 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   std::condition_variable done_cv_;  // a task finished (poll, wait_all, submit backpressure)
   std::deque<std::weak_ptr<FutureState>> poll_queue_;
   std::size_t prune_at_ = 1024;
-  std::size_t unfinished_ = 0;     // submitted (outbox included) and not yet done
-  std::uint32_t max_pending_ = 0;  // the daemon's limit on unfinished_ (welcome); 0 = none
+  // Submitted (outbox included) and not yet done. Taken without the lock (try_reserve), given
+  // back under it.
+  std::atomic<std::size_t> unfinished_{0};
+  std::atomic<std::uint32_t> max_pending_{0};  // the daemon's limit on unfinished_ (welcome); 0 = none
 
   std::atomic<std::uint64_t> next_task_id_{1};
   std::atomic<std::uint64_t> next_request_id_{1};
@@ -155,7 +158,7 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   zmq::socket_t results_;
   bool hello_sent_ = false;
   Phase io_phase_ = Phase::connecting;  // the I/O thread's copy, to skip locking per message
-  IdMap<StatePtr> inflight_;            // sent, no final event yet
+  WindowMap<StatePtr> inflight_;        // sent, no final event yet
   std::unordered_map<std::uint64_t, std::shared_ptr<CancelRequest>> awaiting_reply_;
   std::vector<OutEntry> batch_;         // the outbox as taken by the last take_work (kept for its capacity)
   std::deque<std::string> sendq_;       // encoded frames for the DEALER, in order

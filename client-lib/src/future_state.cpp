@@ -42,7 +42,33 @@ void futex_wake_all(std::atomic<std::uint32_t>& word) {
 
 const std::string kNoText;
 
+thread_local CompletionBatch* t_batch = nullptr;
+
 }  // namespace
+
+CompletionBatch::CompletionBatch() : prev_(t_batch) {
+  t_batch = this;
+}
+
+CompletionBatch::~CompletionBatch() {
+  t_batch = prev_;
+  // In completion order; consecutive items for one waiter go in under one lock.
+  for (std::size_t i = 0; i < items_.size();) {
+    Waiter& w = *items_[i].first;
+    {
+      std::lock_guard lk(w.mu);
+      for (; i < items_.size() && items_[i].first.get() == &w; ++i)
+        w.completed.push_back(std::move(items_[i].second));
+    }
+    w.cv.notify_all();
+  }
+}
+
+bool CompletionBatch::add(const std::shared_ptr<Waiter>& w, const StatePtr& s) {
+  if (!t_batch) return false;
+  t_batch->items_.emplace_back(w, s);
+  return true;
+}
 
 bool FutureState::add_user_if_held() noexcept {
   std::uint32_t n = users_.load(std::memory_order_acquire);
@@ -77,15 +103,18 @@ bool FutureState::complete(Status final_status, Set&& set) {
     waiter.swap(waiter_);
     more.swap(more_waiters_);
     callbacks.swap(callbacks_);
-    // The client's bookkeeping (poll queue, unfinished count) is updated before anyone can see
-    // the state done, so e.g. `f.result(); client.unfinished()` never reads a stale count.
-    // on_done only takes the client's leaf lock, so holding mu_ here cannot deadlock.
+    // The client's bookkeeping (poll queue, unfinished count) and the status change as one
+    // step for readers (kCompleting), so neither `f.result(); client.unfinished()` reads a stale
+    // count nor does `client.wait_all(); f.done()` see a pending state. on_done only takes the
+    // client's leaf lock, so holding mu_ here cannot deadlock.
+    old = word_.exchange(static_cast<std::uint32_t>(final_status) | kCompleting, std::memory_order_acq_rel);
     if (auto o = owner_.lock()) o->on_done(self);
-    old = word_.exchange(static_cast<std::uint32_t>(final_status), std::memory_order_acq_rel);
+    word_.store(static_cast<std::uint32_t>(final_status), std::memory_order_release);
   }
   if (old & kSleepers) futex_wake_all(word_);
-  if (waiter) waiter->push(self);
-  for (auto& w : more) w->push(self);
+  if (waiter && !CompletionBatch::add(waiter, self)) waiter->push(self);
+  for (auto& w : more)
+    if (!CompletionBatch::add(w, self)) w->push(self);
   for (auto& cb : callbacks) run_callback(cb, self);
   return true;
 }
@@ -115,7 +144,7 @@ const std::string& FutureState::error_message() const noexcept {
 
 bool FutureState::wait(const Deadline& deadline) const {
   for (;;) {
-    std::uint32_t w = word_.load(std::memory_order_acquire);
+    std::uint32_t w = settled_word();
     if (is_final(w)) return true;
     if (!(w & kSleepers)) {
       if (!word_.compare_exchange_weak(w, w | kSleepers, std::memory_order_acq_rel)) continue;

@@ -67,6 +67,24 @@ struct Waiter {
   }
 };
 
+// Within its scope, completions on this thread reach their Waiters when the scope ends: one
+// lock and one wake-up per waiter for the batch instead of one per future. The I/O thread
+// opens one around each `update` it applies (up to thousands of events).
+class CompletionBatch {
+ public:
+  CompletionBatch();
+  ~CompletionBatch();
+  CompletionBatch(const CompletionBatch&) = delete;
+  CompletionBatch& operator=(const CompletionBatch&) = delete;
+
+  // Queues the push of `s` to `w` in the batch open on this thread; false if none is.
+  static bool add(const std::shared_ptr<Waiter>& w, const StatePtr& s);
+
+ private:
+  CompletionBatch* prev_;
+  std::vector<std::pair<std::shared_ptr<Waiter>, StatePtr>> items_;
+};
+
 class FutureState : public std::enable_shared_from_this<FutureState> {
  public:
   FutureState(std::uint64_t id, std::string task_name, std::weak_ptr<StateOwner> owner = {})
@@ -79,10 +97,8 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
   std::shared_ptr<StateOwner> owner() const { return owner_.lock(); }
 
   // Lock-free reads of the status word (acquire: a done state's outcome fields are visible).
-  Status status() const noexcept {
-    return static_cast<Status>(word_.load(std::memory_order_acquire) & kStatusMask);
-  }
-  bool done() const noexcept { return is_final(word_.load(std::memory_order_acquire)); }
+  Status status() const noexcept { return static_cast<Status>(settled_word() & kStatusMask); }
+  bool done() const noexcept { return is_final(settled_word()); }
 
   // Transitions. Each returns false (and changes nothing) if the state is already final.
   bool set_running();  // pending -> running
@@ -124,6 +140,18 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
  private:
   static constexpr std::uint32_t kStatusMask = 3;
   static constexpr std::uint32_t kSleepers = 4;  // a thread sleeps (futex) in wait()
+  // complete() is between the outcome and the client's bookkeeping (it holds mu_): readers
+  // wait for it, so whoever sees a state done also sees the client's count updated, and
+  // whoever sees the count (client.wait_all()) sees the state done.
+  static constexpr std::uint32_t kCompleting = 8;
+  std::uint32_t settled_word() const noexcept {
+    std::uint32_t w = word_.load(std::memory_order_acquire);
+    if (w & kCompleting) [[unlikely]] {
+      std::lock_guard lk(mu_);
+      w = word_.load(std::memory_order_acquire);
+    }
+    return w;
+  }
   static bool is_final(std::uint32_t word) noexcept {
     auto s = static_cast<Status>(word & kStatusMask);
     return s == Status::finished || s == Status::cancelled;

@@ -311,7 +311,10 @@ void ClientCore::on_update(proto::Update& u) {
     if (u.seq <= ack_sent_) ack_sent_ = std::min(ack_sent_, u.seq - 1);
     return;
   }
-  for (auto& e : u.events) apply_event(e);
+  {
+    CompletionBatch batch;  // waiters hear of the whole update at once
+    for (auto& e : u.events) apply_event(e);
+  }
   if (u.seq == acked_upto_ + 1) {
     acked_upto_ = u.seq;
     while (!seen_ahead_.empty() && *seen_ahead_.begin() == acked_upto_ + 1) {
