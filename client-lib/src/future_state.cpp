@@ -70,6 +70,18 @@ bool CompletionBatch::add(const std::shared_ptr<Waiter>& w, const StatePtr& s) {
   return true;
 }
 
+void SmallLock::lock_slow(std::uint32_t c) noexcept {
+  if (c != 2) c = v_.exchange(2, std::memory_order_acquire);
+  while (c != 0) {
+    futex_wait(v_, 2, std::nullopt);
+    c = v_.exchange(2, std::memory_order_acquire);
+  }
+}
+
+void SmallLock::wake_one() noexcept {
+  ::syscall(SYS_futex, futex_word(v_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
 bool FutureState::add_user_if_held() noexcept {
   std::uint32_t n = users_.load(std::memory_order_acquire);
   while (n > 0)
@@ -93,16 +105,14 @@ bool FutureState::complete(Status final_status, Set&& set) {
   // Keeps the state alive through the notifications even if the caller held the last reference.
   StatePtr self = shared_from_this();
   std::shared_ptr<Waiter> waiter;
-  std::vector<std::shared_ptr<Waiter>> more;
-  std::vector<std::function<void(Future)>> callbacks;
+  std::unique_ptr<Extras> extras;
   std::uint32_t old;
   {
     std::lock_guard lk(mu_);
     if (is_final(word_.load(std::memory_order_relaxed))) return false;
     set();
     waiter.swap(waiter_);
-    more.swap(more_waiters_);
-    callbacks.swap(callbacks_);
+    extras.swap(extras_);
     // The client's bookkeeping (poll queue, unfinished count) and the status change as one
     // step for readers (kCompleting), so neither `f.result(); client.unfinished()` reads a stale
     // count nor does `client.wait_all(); f.done()` see a pending state. on_done only takes the
@@ -113,9 +123,11 @@ bool FutureState::complete(Status final_status, Set&& set) {
   }
   if (old & kSleepers) futex_wake_all(word_);
   if (waiter && !CompletionBatch::add(waiter, self)) waiter->push(self);
-  for (auto& w : more)
-    if (!CompletionBatch::add(w, self)) w->push(self);
-  for (auto& cb : callbacks) run_callback(cb, self);
+  if (extras) {
+    for (auto& w : extras->waiters)
+      if (!CompletionBatch::add(w, self)) w->push(self);
+    for (auto& cb : extras->callbacks) run_callback(cb, self);
+  }
   return true;
 }
 
@@ -161,7 +173,7 @@ bool FutureState::add_waiter(const std::shared_ptr<Waiter>& w) {
   if (!waiter_)
     waiter_ = w;
   else
-    more_waiters_.push_back(w);
+    (extras_ ? *extras_ : *(extras_ = std::make_unique<Extras>())).waiters.push_back(w);
   return true;
 }
 
@@ -171,14 +183,15 @@ void FutureState::remove_waiter(const Waiter* w) {
     waiter_.reset();
     return;
   }
-  std::erase_if(more_waiters_, [w](const std::shared_ptr<Waiter>& x) { return x.get() == w; });
+  if (extras_)
+    std::erase_if(extras_->waiters, [w](const std::shared_ptr<Waiter>& x) { return x.get() == w; });
 }
 
 void FutureState::add_callback(std::function<void(Future)> cb) {
   {
     std::lock_guard lk(mu_);
     if (!is_final(word_.load(std::memory_order_relaxed))) {
-      callbacks_.push_back(std::move(cb));
+      (extras_ ? *extras_ : *(extras_ = std::make_unique<Extras>())).callbacks.push_back(std::move(cb));
       return;
     }
   }

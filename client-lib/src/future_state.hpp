@@ -85,6 +85,25 @@ class CompletionBatch {
   std::vector<std::pair<std::shared_ptr<Waiter>, StatePtr>> items_;
 };
 
+// A 4-byte mutex for the states (a std::mutex is 40 bytes, and there is one state per task:
+// its size is the client's memory traffic per task). The three-state futex lock of Drepper's
+// "Futexes Are Tricky": 0 free, 1 locked, 2 locked and someone may sleep.
+class SmallLock {
+ public:
+  void lock() noexcept {
+    std::uint32_t c = 0;
+    if (!v_.compare_exchange_strong(c, 1, std::memory_order_acquire)) lock_slow(c);
+  }
+  void unlock() noexcept {
+    if (v_.exchange(0, std::memory_order_release) == 2) wake_one();
+  }
+
+ private:
+  void lock_slow(std::uint32_t c) noexcept;
+  void wake_one() noexcept;
+  std::atomic<std::uint32_t> v_{0};
+};
+
 class FutureState : public std::enable_shared_from_this<FutureState> {
  public:
   FutureState(std::uint64_t id, std::string task_name, std::weak_ptr<StateOwner> owner = {})
@@ -172,13 +191,17 @@ class FutureState : public std::enable_shared_from_this<FutureState> {
   mutable std::atomic<std::uint32_t> word_{static_cast<std::uint32_t>(Status::pending)};
   std::atomic<std::uint32_t> users_{0};
   Failure failure_ = Failure::none;
-  mutable std::mutex mu_;
+  mutable SmallLock mu_;
   std::string value_;
   std::unique_ptr<ErrorText> error_;  // only for an error: most tasks succeed
   // Waiters: the first in place (as_completed, wait: the usual and only one), others beside.
   std::shared_ptr<Waiter> waiter_;
-  std::vector<std::shared_ptr<Waiter>> more_waiters_;
-  std::vector<std::function<void(Future)>> callbacks_;
+  // Rarely needed: more waiters than one, done callbacks. Allocated on first use.
+  struct Extras {
+    std::vector<std::shared_ptr<Waiter>> waiters;
+    std::vector<std::function<void(Future)>> callbacks;
+  };
+  std::unique_ptr<Extras> extras_;
 };
 
 // The bridge between the public Future and its private state.
