@@ -49,8 +49,11 @@ def test_cancel_from_a_done_callback_cancels_the_rest_without_raising(executor):
     first.add_done_callback(lambda _: answers.extend(f.cancel() for f in rest))
     first.result(20)
     wait_for(lambda: len(answers) == len(rest), 10, "the callback")
-    queued = [f for f in rest if not f.running()]
-    wait_for(lambda: all(f.cancelled() for f in queued[-4:]), 10, "the queued ones cancelled")
+    # When the cancels reach the daemon at most 4 of `rest` run (one per worker); every other
+    # one is cancelled. (Which ones run cannot be read off running() here: a started event may
+    # still be on its way, so the count is what is certain.)
+    wait_for(lambda: sum(f.cancelled() for f in rest) >= 4, 10, "at least 4 of the 8 cancelled")
+    wait_for(lambda: all(f.cancelled() or f.running() or f.done() for f in rest), 10, "the others running")
 
 
 def test_shutdown_wait_in_a_done_callback_is_refused_and_harms_nothing(executor):
