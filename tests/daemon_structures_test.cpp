@@ -29,7 +29,7 @@ TEST(IdMap, AgreesWithUnorderedMapOverRandomOperations) {
         break;
       default: {
         auto it = ref.find(id);
-        ASSERT_EQ(map.get(id), it == ref.end() ? 0 : it->second) << round;
+        ASSERT_EQ(map.find(id), it == ref.end() ? 0 : it->second) << round;
       }
     }
     ASSERT_EQ(map.size(), ref.size());
@@ -47,12 +47,12 @@ TEST(IdMap, CountersAndExtremeIdsAndShrinkingBack) {
   for (std::uint64_t id = 0; id < 100000; ++id) ASSERT_TRUE(map.insert(id, id + 1));
   EXPECT_TRUE(map.insert(UINT64_MAX, 7));
   EXPECT_FALSE(map.insert(0, 9)) << "an id already there is refused";
-  EXPECT_EQ(map.get(0), 1u);
-  EXPECT_EQ(map.get(UINT64_MAX), 7u);
-  EXPECT_EQ(map.get(100000), 0u);
+  EXPECT_EQ(map.find(0), 1u);
+  EXPECT_EQ(map.find(UINT64_MAX), 7u);
+  EXPECT_EQ(map.find(100000), 0u);
   for (std::uint64_t id = 0; id < 100000; ++id) ASSERT_TRUE(map.erase(id));
   EXPECT_EQ(map.size(), 1u);
-  EXPECT_EQ(map.get(UINT64_MAX), 7u);
+  EXPECT_EQ(map.find(UINT64_MAX), 7u);
   EXPECT_FALSE(map.erase(5));
 }
 

@@ -36,8 +36,8 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, const 
             nullptr, FUTEX_BITSET_MATCH_ANY);
 }
 
-void futex_wake_all(std::atomic<std::uint32_t>& word) {
-  ::syscall(SYS_futex, futex_word(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+void futex_wake(std::atomic<std::uint32_t>& word, int threads) {
+  ::syscall(SYS_futex, futex_word(word), FUTEX_WAKE_PRIVATE, threads, nullptr, nullptr, 0);
 }
 
 const std::string kNoText;
@@ -79,7 +79,7 @@ void SmallLock::lock_slow(std::uint32_t c) noexcept {
 }
 
 void SmallLock::wake_one() noexcept {
-  ::syscall(SYS_futex, futex_word(v_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  futex_wake(v_, 1);
 }
 
 bool FutureState::add_user_if_held() noexcept {
@@ -121,7 +121,7 @@ bool FutureState::complete(Status final_status, Set&& set) {
     if (auto o = owner_.lock()) o->on_done(self);
     word_.store(static_cast<std::uint32_t>(final_status), std::memory_order_release);
   }
-  if (old & kSleepers) futex_wake_all(word_);
+  if (old & kSleepers) futex_wake(word_, INT_MAX);
   if (waiter && !CompletionBatch::add(waiter, self)) waiter->push(self);
   if (extras) {
     for (auto& w : extras->waiters)
@@ -173,7 +173,7 @@ bool FutureState::add_waiter(const std::shared_ptr<Waiter>& w) {
   if (!waiter_)
     waiter_ = w;
   else
-    (extras_ ? *extras_ : *(extras_ = std::make_unique<Extras>())).waiters.push_back(w);
+    extras().waiters.push_back(w);
   return true;
 }
 
@@ -191,7 +191,7 @@ void FutureState::add_callback(std::function<void(Future)> cb) {
   {
     std::lock_guard lk(mu_);
     if (!is_final(word_.load(std::memory_order_relaxed))) {
-      (extras_ ? *extras_ : *(extras_ = std::make_unique<Extras>())).callbacks.push_back(std::move(cb));
+      extras().callbacks.push_back(std::move(cb));
       return;
     }
   }

@@ -1,6 +1,5 @@
 // zexec::wait(): concurrent.futures.wait() over zexec futures.
 #include <algorithm>
-#include <unordered_set>
 
 #include "future_state.hpp"
 #include "zexec/as_completed.hpp"
@@ -22,13 +21,13 @@ WaitResult wait(const std::vector<Future>& futures, Timeout timeout, ReturnWhen 
   const detail::Deadline deadline = detail::deadline_from(timeout);
   auto waiter = std::make_shared<detail::Waiter>();
   std::vector<StatePtr> order;  // distinct futures, in the order given
-  std::unordered_set<const detail::FutureState*> seen, done_set;
+  detail::StateSet seen(futures.size()), done_set(futures.size());
   WaitResult out;
   bool stop = false;
   std::size_t registered = 0;
 
   auto take_done = [&](const StatePtr& s) {
-    if (!done_set.insert(s.get()).second) return;
+    if (!done_set.insert(s.get())) return;
     out.done.push_back(FutureAccess::make(s));
     if (return_when == ReturnWhen::FirstCompleted) stop = true;
     if (return_when == ReturnWhen::FirstException && failed(s)) stop = true;
@@ -37,7 +36,7 @@ WaitResult wait(const std::vector<Future>& futures, Timeout timeout, ReturnWhen 
   for (const Future& f : futures) {
     const StatePtr& s = FutureAccess::state(f);
     if (!s) throw Error("wait: empty zexec::Future in the list");
-    if (!seen.insert(s.get()).second) continue;
+    if (!seen.insert(s.get())) continue;
     order.push_back(s);
     if (s->add_waiter(waiter))
       ++registered;
@@ -65,7 +64,7 @@ WaitResult wait(const std::vector<Future>& futures, Timeout timeout, ReturnWhen 
   }
   for (const auto& s : order) {
     s->remove_waiter(waiter.get());
-    if (!done_set.count(s.get())) out.not_done.push_back(FutureAccess::make(s));
+    if (!done_set.contains(s.get())) out.not_done.push_back(FutureAccess::make(s));
   }
   return out;
 }

@@ -3,7 +3,8 @@
 // Ids in flight are nearly consecutive, so the table is a ring indexed by the id's low bits:
 // neighbouring tasks sit in neighbouring slots and a lookup is one load, where a hash table
 // spreads a burst of 200,000 tasks over megabytes at random and pays a cache miss per access
-// (the flat IdMap cost ~4 % of the client's time in zexec-bench throughput). An id whose slot
+// (a flat hash table like the daemon's IdMap, tried first, cost ~4 % of the client's time in
+// zexec-bench throughput). An id whose slot
 // is still held by an older task (a straggler, a whole ring of ids behind) moves that older task
 // to a small side map, so one slow task never makes the ring grow with the ids issued after it.
 // V{} marks an empty slot, so a stored value is never V{}.

@@ -134,7 +134,7 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
 
 void Broker::on_submit(Client& c, proto::Submit& m) {
   for (auto& spec : m.tasks) {
-    if (c.tasks.contains(spec.id)) {
+    if (c.tasks.find(spec.id)) {
       // Not an event: an event for this id would settle the first task's future.
       reply(c.routing_id,
             proto::Error{"duplicate_task_id", "task id " + std::to_string(spec.id) +
@@ -182,7 +182,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
   std::unordered_set<std::uint64_t> seen;
   for (auto id : m.task_ids) {
     if (!seen.insert(id).second) continue;  // asked twice in one request: answered once
-    Handle h = c.tasks.get(id);
+    Handle h = c.tasks.find(id);
     Task* t = h ? tasks_.get(h) : nullptr;
     if (!t) {
       req.outcomes.emplace_back(id, proto::CancelOutcome::finished);

@@ -53,8 +53,8 @@ void connect(zmq::socket_t& socket, const char* variable, const std::string& end
   }
 }
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+std::int64_t ns_of(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
 }  // namespace
@@ -90,14 +90,18 @@ Link::Link(const WorkerConfig& config, const proto::WorkerHello& hello, pid_t pa
 }
 
 Link::~Link() {
+  stop_watchdog();
+  ::close(wake_fd_);
+}
+
+void Link::stop_watchdog() {
   {
     std::lock_guard lk(watch_mu_);
     stop_watch_ = true;
   }
   watch_cv_.notify_all();
-  wake();
+  wake();  // out of its poll, if it is serving a long task
   if (watchdog_.joinable()) watchdog_.join();
-  ::close(wake_fd_);
 }
 
 void Link::wake() {
@@ -126,8 +130,9 @@ std::optional<proto::TaskSpec> Link::next(const proto::Event* finished) {
       append_event(*finished, static_cast<std::uint64_t>(std::max<std::int64_t>(0, busy.count())));
     }
     if (now - last_pump_ >= kBetweenTasks) pump(0);
-    if (batch_.count > 0 && (queue_.empty() || batch_.full() || now - last_flush_ >= kBetweenTasks))
-      flush(now);
+    // With more tasks queued, results wait for a fuller frame, up to kBetweenTasks; with none,
+    // the loop sends them before it waits.
+    if (batch_.full() || now - last_flush_ >= kBetweenTasks) flush(now);
     while (!stop_ && queue_.empty()) {
       flush(now);
       pump(timer_timeout_ms(now));
@@ -147,7 +152,7 @@ std::optional<proto::TaskSpec> Link::next(const proto::Event* finished) {
   append_event(started, 0);
 
   task_start_ = now;
-  last_busy_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  last_busy_ns_ = ns_of(now);
   ++task_gen_;
   running_ = true;
   if (deep_) {
@@ -158,14 +163,8 @@ std::optional<proto::TaskSpec> Link::next(const proto::Event* finished) {
 }
 
 int Link::close() {
-  {
-    std::lock_guard lk(watch_mu_);
-    stop_watch_ = true;
-  }
-  watch_cv_.notify_all();
   running_ = false;
-  wake();
-  if (watchdog_.joinable()) watchdog_.join();
+  stop_watchdog();
   std::lock_guard io(io_mu_);
   flush(Clock::now());
   auto deadline = Clock::now() + milliseconds(kCloseLingerMs);
@@ -196,7 +195,7 @@ void Link::watch() {
     {
       std::unique_lock lk(watch_mu_);
       if (stop_watch_) return;
-      auto idle_for = std::chrono::nanoseconds(now_ns() - last_busy_ns_);
+      auto idle_for = std::chrono::nanoseconds(ns_of(Clock::now()) - last_busy_ns_);
       if (!running_ && idle_for > kDeepSleepAfter) {
         // Nothing to watch: sleep until a task starts (the executor wakes us then).
         deep_ = true;

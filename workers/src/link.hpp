@@ -89,6 +89,7 @@ class Link {
 
   // ---- watchdog ----
   void watch();
+  void stop_watchdog();  // joins it; the sockets are then the caller's alone
   void serve_during_task(std::uint64_t task);
   void wake();  // the eventfd both poll
 
