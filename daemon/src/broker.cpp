@@ -233,7 +233,7 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   // A worker whose head task runs long may need stealing soon: wake up then, if stealing would
   // have anyone to give the tasks to.
   for (int p = 0; p < static_cast<int>(pools_.size()); ++p) {
-    if (pools_[p].queued > 0 || !idle_worker_in(p)) continue;
+    if (queues_.queued(p) > 0 || !idle_worker_in(p)) continue;
     for (auto& w : workers_)
       if (w && w->pool == p && w->running && w->held.size() > 1 && !w->revoke_in_flight) {
         auto due = w->running_since + std::chrono::milliseconds(opts_.steal_after_ms);
@@ -335,7 +335,7 @@ bool Broker::shutdown_complete() {
   // Deliver the last results, and see them acknowledged, before going away.
   for (const auto& [id, c] : clients_)
     if (c->held || !c->outbox.empty() || !c->unacked.empty() || !c->replies.empty()) return false;
-  return queued_ == 0;
+  return queues_.queued() == 0;
 }
 
 }  // namespace zexecd

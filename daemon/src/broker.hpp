@@ -26,6 +26,7 @@
 #include "metrics.hpp"
 #include "notify.hpp"
 #include "options.hpp"
+#include "run_queues.hpp"
 #include "task_table.hpp"
 #include "zexec/detail/zmq_io.hpp"
 #include "zexec/protocol.hpp"
@@ -54,9 +55,6 @@ struct Client {
   std::int64_t pid = 0;
   zmq::socket_t results;  // PUSH bound for this client only
   std::string results_endpoint;
-  std::vector<std::deque<Handle>> queues;   // by pool: waiting for a worker of it, oldest first
-  std::deque<Handle> unrouted;              // waiting to learn which pool runs their task name
-  std::vector<bool> in_ready_list;          // by pool: in that pool's round robin
   IdMap tasks;                              // client task id -> handle, every unfinished task
   std::vector<zexec::proto::Event> outbox;  // events not yet put in an update
   std::optional<std::string> held;          // an encoded update that would have blocked
@@ -66,8 +64,7 @@ struct Client {
   Clock::time_point last_heard;
   Clock::time_point last_sent;
   Clock::time_point oldest_unacked_sent;
-  std::size_t queued = 0;  // tasks waiting, over all its queues
-  bool doomed = false;     // to be dropped at the next tick (see reply())
+  bool doomed = false;  // to be dropped at the next tick (see reply())
 };
 
 // Workers started from one command. They all run the same task names, which they announce in
@@ -80,8 +77,6 @@ struct Pool {
   bool names_known = false;    // a worker of it said hello
   bool runs_anything = false;  // its workers announced no names: any task goes (they refuse it)
   std::unordered_set<std::string> names;
-  std::deque<std::uint64_t> ready_clients;  // clients with tasks queued for it, round robin
-  std::size_t queued = 0;
   double avg_task_us = -1;   // EWMA of task run time on its workers; -1 = not known yet
   bool broken = false;       // no worker of it can start (last seen by tick)
   std::string last_failure;  // how its last worker that died at start-up ended
@@ -213,13 +208,14 @@ class Broker {
   void check_broken_pools();
   std::string unavailable(int pool) const;  // why the pool's tasks fail: its command cannot start
   void learn_names(Worker& w, const std::vector<std::string>& names);
-  static constexpr int kUnrouted = -1;  // some pool's names are not known yet: wait
-  static constexpr int kNoPool = -2;    // no pool runs it
+  static constexpr int kUnrouted = RunQueues::kUnrouted;  // some pool's names are not known yet: wait
+  static constexpr int kNoPool = -2;                      // no pool runs it
   int route(const std::string& name) const;
   // Puts a queued task in its pool's queue (or settles it when no pool runs its name).
   void enqueue(Client& c, Handle h, bool front);
   void reroute_unrouted();
-  void unqueued(const Task& t);  // a queued task left its queue (cancelled): fix the counts
+  void unqueued(const Task& t);  // a queued task left its queue (cancelled)
+  bool still_queued(Handle h);   // false for a stale handle in a run queue
   // The next task for `pool`, round robin over clients; `drain` also takes from clients whose
   // results are backlogged (to cancel or fail everything queued).
   std::optional<Handle> next_queued(int pool, bool drain = false);
@@ -260,8 +256,7 @@ class Broker {
   std::unordered_map<std::string, std::uint64_t> client_by_rid_;
   std::vector<std::uint64_t> doomed_;             // clients to drop at the next tick
   std::vector<Pool> pools_;                       // [0] is "default"; the set is fixed at start
-  std::size_t queued_ = 0;                        // tasks in client queues (not cancelled)
-  std::size_t unrouted_ = 0;                      // of which waiting for a pool to announce names
+  RunQueues queues_;                              // every queued task, by pool and client
   std::vector<std::unique_ptr<Worker>> workers_;  // by slot
   std::vector<Slot> slots_;
   std::vector<std::optional<CancelRequest>> cancels_;

@@ -120,8 +120,6 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   c->results.bind(results_endpoint_for(opts_.endpoint, c->id));
   c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
   c->last_heard = c->last_sent = Clock::now();
-  c->queues.resize(pools_.size());
-  c->in_ready_list.assign(pools_.size(), false);
   spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
   std::uint32_t workers = 0;
   for (const auto& p : pools_) workers += static_cast<std::uint32_t>(p.size);
@@ -190,7 +188,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
     }
     bool can_wait = t->state == TaskState::assigned || (t->state == TaskState::running && m.force);
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
-      // A queued handle stays in its queue, stale: next_queued() skips it.
+      // A queued handle stays in its queue, stale: the run queues pass over it.
       if (t->state == TaskState::queued) unqueued(*t);
       if (!admin.empty()) post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
       req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
@@ -251,11 +249,11 @@ void Broker::drop_client(std::uint64_t client_id, const char* why) {
   if (it == clients_.end()) return;
   Client& c = *it->second;
   spdlog::info("client {} ('{}') gone: {}; dropping {} unfinished tasks", c.id, c.name, why, c.tasks.size());
+  queues_.drop_client(c.id);
   c.tasks.for_each([&](std::uint64_t, Handle h) {
     Task* t = tasks_.get(h);
     if (!t) return;
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
-      if (t->state == TaskState::queued) unqueued(*t);
       tasks_.release(h);
     } else {
       t->client_id = 0;  // still at a worker: its result will be discarded

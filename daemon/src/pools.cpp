@@ -53,6 +53,7 @@ void Broker::make_pools() {
   };
   add("default", opts_.workers, opts_.worker_command);
   for (const auto& spec : opts_.pools) add(spec.name, spec.workers, spec.command);
+  queues_ = RunQueues(static_cast<int>(pools_.size()));
   for (int p = 0; p < static_cast<int>(pools_.size()); ++p)
     for (int i = 0; i < pools_[p].size; ++i) slots_.push_back(Slot{p, true, Clock::now(), 0, 0});
   workers_.resize(slots_.size());
@@ -146,7 +147,7 @@ std::string Broker::unavailable(int pool) const {
 void Broker::check_broken_pools() {
   for (int p = 0; p < static_cast<int>(pools_.size()); ++p) {
     bool broken = pool_broken(p);
-    if (broken && pools_[p].queued > 0) fail_queued(p, "WorkerUnavailable", unavailable(p));
+    if (broken && queues_.queued(p) > 0) fail_queued(p, "WorkerUnavailable", unavailable(p));
     if (broken != pools_[p].broken) {
       pools_[p].broken = broken;
       if (broken) reroute_unrouted();  // tasks waiting to hear from this pool wait no more
@@ -202,100 +203,35 @@ void Broker::enqueue(Client& c, Handle h, bool front) {
   t->state = TaskState::queued;
   t->worker = -1;
   t->pool = static_cast<std::int16_t>(p);
-  ++queued_;
-  ++c.queued;
-  if (p == kUnrouted) {
-    front ? c.unrouted.push_front(h) : c.unrouted.push_back(h);
-    ++unrouted_;
-    return;
-  }
-  auto& q = c.queues[p];
-  front ? q.push_front(h) : q.push_back(h);
-  pools_[p].queued++;
-  if (!c.in_ready_list[p]) {
-    c.in_ready_list[p] = true;
-    front ? pools_[p].ready_clients.push_front(c.id) : pools_[p].ready_clients.push_back(c.id);
-  }
+  queues_.push(c.id, p, h, front);
+}
+
+bool Broker::still_queued(Handle h) {
+  const Task* t = tasks_.get(h);
+  return t && t->state == TaskState::queued;
 }
 
 void Broker::reroute_unrouted() {
-  if (unrouted_ == 0) return;
-  for (auto& [id, c] : clients_) {
-    std::deque<Handle> waiting = std::exchange(c->unrouted, {});
-    for (Handle h : waiting) {
-      Task* t = tasks_.get(h);
-      if (!t || t->state != TaskState::queued || t->pool != kUnrouted) continue;  // cancelled meanwhile
-      --unrouted_;
-      --queued_;
-      --c->queued;
-      enqueue(*c, h, false);
-    }
-  }
+  for (auto [cid, h] : queues_.take_unrouted([this](Handle x) { return still_queued(x); }))
+    if (Client* c = find_client(cid)) enqueue(*c, h, false);
 }
 
 void Broker::unqueued(const Task& t) {
-  --queued_;
-  if (t.pool >= 0) {
-    pools_[t.pool].queued--;
-  } else if (--unrouted_ == 0) {
-    // Handles of cancelled tasks stay in their queue until taken; unrouted ones are only taken
-    // when a pool speaks up, so drop them now rather than let them pile up meanwhile.
-    for (auto& [id, c] : clients_) c->unrouted.clear();
-  }
-  if (Client* c = find_client(t.client_id)) --c->queued;
+  queues_.forget(t.client_id, t.pool);
 }
 
 std::optional<Handle> Broker::next_queued(int pool, bool drain) {
-  Pool& p = pools_[pool];
-  // Each client at most once per call: backlogged ones are passed over, not spun on.
-  for (std::size_t turns = p.ready_clients.size(); turns > 0 && !p.ready_clients.empty(); --turns) {
-    std::uint64_t cid = p.ready_clients.front();
-    p.ready_clients.pop_front();
-    Client* c = find_client(cid);
-    if (!c) continue;
-    if (!drain && c->outbox.size() >= kMaxOutboxEvents) {  // it is not taking its results: memory is bounded
-      p.ready_clients.push_back(cid);
-      continue;
-    }
-    auto& q = c->queues[pool];
-    while (!q.empty()) {
-      Handle h = q.front();
-      q.pop_front();
-      Task* t = tasks_.get(h);
-      if (!t || t->state != TaskState::queued) continue;  // cancelled while queued
-      --queued_;
-      --p.queued;
-      --c->queued;
-      // Round robin between clients, one task at a time: a flood from one client does not
-      // starve another.
-      if (!q.empty())
-        p.ready_clients.push_back(cid);
-      else
-        c->in_ready_list[pool] = false;
-      return h;
-    }
-    c->in_ready_list[pool] = false;
-  }
-  return std::nullopt;
+  auto live = [this](Handle h) { return still_queued(h); };
+  if (drain) return queues_.pop(pool, live);
+  // A client not taking its results is passed over: its undelivered events stay bounded.
+  return queues_.pop(pool, live, [this](std::uint64_t cid) {
+    const Client* c = find_client(cid);
+    return c && c->outbox.size() >= kMaxOutboxEvents;
+  });
 }
 
 std::optional<Handle> Broker::next_queued_anywhere() {
-  for (int p = 0; p < static_cast<int>(pools_.size()); ++p)
-    if (auto h = next_queued(p, true)) return h;
-  if (unrouted_ == 0) return std::nullopt;
-  for (auto& [id, c] : clients_) {
-    while (!c->unrouted.empty()) {
-      Handle h = c->unrouted.front();
-      c->unrouted.pop_front();
-      Task* t = tasks_.get(h);
-      if (!t || t->state != TaskState::queued) continue;
-      --unrouted_;
-      --queued_;
-      --c->queued;
-      return h;
-    }
-  }
-  return std::nullopt;
+  return queues_.pop_any([this](Handle h) { return still_queued(h); });
 }
 
 void Broker::fail_queued(int pool, const std::string& type, const std::string& message) {

@@ -40,7 +40,7 @@ std::string Broker::status_body() const {
   kv(pk, "uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - started_at_).count());
   kv(pk, "endpoint", opts_.endpoint);
   kv(pk, "stopping", stopping_);
-  kv(pk, "queued", static_cast<std::uint64_t>(queued_));
+  kv(pk, "queued", static_cast<std::uint64_t>(queues_.queued()));
   kv(pk, "tasks", static_cast<std::uint64_t>(tasks_.live()));
 
   pk.pack(std::string_view("workers"));
@@ -76,7 +76,7 @@ std::string Broker::status_body() const {
     kv(pk, "id", id);
     kv(pk, "name", c->name);
     kv(pk, "pid", c->pid);
-    kv(pk, "queued", static_cast<std::uint64_t>(c->queued));
+    kv(pk, "queued", static_cast<std::uint64_t>(queues_.queued_by(id)));
     kv(pk, "unfinished", static_cast<std::uint64_t>(c->tasks.size()));
   }
   pk.pack(std::string_view("pools"));
@@ -88,7 +88,7 @@ std::string Broker::status_body() const {
     std::string command;
     for (const auto& a : p.argv) command += (command.empty() ? "" : " ") + a;
     kv(pk, "command", command);
-    kv(pk, "queued", static_cast<std::uint64_t>(p.queued));
+    kv(pk, "queued", static_cast<std::uint64_t>(queues_.queued(static_cast<int>(&p - pools_.data()))));
     // What its workers said they run; nil until one said hello, [] = anything.
     pk.pack(std::string_view("task_names"));
     if (!p.names_known) {
@@ -161,7 +161,7 @@ std::string Broker::metrics_text() const {
   metric("zexec_task_retries_total", "counter", "Task attempts run again after a failure.");
   sample("zexec_task_retries_total", static_cast<double>(t.retried));
   metric("zexec_tasks_queued", "gauge", "Tasks waiting for a worker.");
-  sample("zexec_tasks_queued", static_cast<double>(queued_));
+  sample("zexec_tasks_queued", static_cast<double>(queues_.queued()));
   metric("zexec_tasks_owned", "gauge", "Tasks the daemon owns (queued, at workers, or unacknowledged).");
   sample("zexec_tasks_owned", static_cast<double>(tasks_.live()));
   metric("zexec_workers", "gauge", "Worker processes by state.");
@@ -192,7 +192,7 @@ std::string Broker::status_line() const {
     }
   std::size_t wanted = std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.wanted; });
   return std::to_string(ready) + "/" + std::to_string(wanted) + " workers ready, " + std::to_string(running) +
-         " running, " + std::to_string(queued_) + " queued, " + std::to_string(clients_.size()) +
+         " running, " + std::to_string(queues_.queued()) + " queued, " + std::to_string(clients_.size()) +
          " clients, " + std::to_string(counters_.succeeded + counters_.failed) + " done";
 }
 

@@ -255,9 +255,9 @@ std::uint32_t Broker::window(const Worker& w) const {
 }
 
 void Broker::dispatch(Clock::time_point now) {
-  if (queued_ == 0 || stopping_) return;
+  if (queues_.queued() == 0 || stopping_) return;
   for (int p = 0; p < static_cast<int>(pools_.size()); ++p)
-    if (pools_[p].queued > 0) dispatch_pool(p, now);
+    if (queues_.queued(p) > 0) dispatch_pool(p, now);
 }
 
 void Broker::dispatch_pool(int pool, Clock::time_point now) {
@@ -283,7 +283,7 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
     std::vector<Handle> handles;
   };
   std::vector<Batch> batches;
-  std::size_t share = (pools_[pool].queued + room.size() - 1) / room.size();
+  std::size_t share = (queues_.queued(pool) + room.size() - 1) / room.size();
   for (Worker* w : room)
     batches.push_back({w, std::min<std::size_t>(window(*w) - w->held.size(), share), 0, {}});
   // Deal one task at a time round the workers, like cards: a short queue starts on as many
@@ -333,7 +333,7 @@ bool Broker::idle_worker_in(int pool) const {
 void Broker::steal(Clock::time_point now) {
   if (stopping_) return;
   for (int p = 0; p < static_cast<int>(pools_.size()); ++p)
-    if (pools_[p].queued == 0 && idle_worker_in(p)) steal_in(p, now);
+    if (queues_.queued(p) == 0 && idle_worker_in(p)) steal_in(p, now);
 }
 
 // An idle worker of the pool and nothing queued for it: take back the unstarted tasks of its
