@@ -43,9 +43,15 @@ std::string make_run_dir() {
 }  // namespace
 
 Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
-    : opts_(std::move(opts)), reload_(std::move(reload)), ctx_(1) {
+    : opts_(std::move(opts)),
+      reload_(std::move(reload)),
+      ctx_(1),
+      // Before anything is bound: a bad worker command is an error at start.
+      workers_(opts_, ctx_, [this](Worker& w, int status) { on_worker_exit(w, status); }) {
   if (opts_.client_timeout_ms <= 0) opts_.client_timeout_ms = 5 * opts_.heartbeat_ms;
-  make_pools();  // before anything is bound: a bad worker command is an error at start
+  opts_.workers = workers_.pool(0).size;  // 0 = one per core, resolved
+  for (int p = 0; p < workers_.pools(); ++p) pools_.emplace_back().name = workers_.pool(p).name;
+  queues_ = RunQueues(workers_.pools());
 
   signal_fd_ = install_signal_handlers();
 
@@ -82,10 +88,10 @@ Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
 
   if (opts_.metrics_port > 0)
     metrics_ = std::make_unique<MetricsServer>(opts_.metrics_address, opts_.metrics_port);
-  for (int i = 0; i < static_cast<int>(slots_.size()); ++i) spawn_worker(i);
-  for (const auto& p : pools_)
-    spdlog::info("zexecd listening on {}: pool '{}' of {} workers ({})", opts_.endpoint, p.name, p.size,
-                 p.argv[0]);
+  workers_.start(run_dir_, events_endpoint_);
+  for (int p = 0; p < workers_.pools(); ++p)
+    spdlog::info("zexecd listening on {}: pool '{}' of {} workers ({})", opts_.endpoint,
+                 workers_.pool(p).name, workers_.pool(p).size, workers_.pool(p).argv[0]);
   if (opts_.print_endpoint) {
     std::printf("%s\n", opts_.endpoint.c_str());
     std::fflush(stdout);
@@ -93,11 +99,6 @@ Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
 }
 
 Broker::~Broker() {
-  for (auto& w : workers_)
-    if (w && w->pid > 0) {
-      kill(w->pid, SIGKILL);
-      waitpid(w->pid, nullptr, 0);
-    }
   std::error_code ec;
   std::filesystem::remove_all(run_dir_, ec);
   for (auto& [id, c] : clients_)
@@ -132,11 +133,11 @@ int Broker::run() {
     items.push_back({front_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({events_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd_, ZMQ_POLLIN, 0});
-    for (auto& w : workers_)
-      if (w && !w->pending.empty()) {
-        items.push_back({w->tasks.handle(), 0, ZMQ_POLLOUT, 0});
-        poll_workers.emplace_back(w->slot, w->id);
-      }
+    workers_.for_each([&](Worker& w) {
+      if (w.pending.empty()) return;
+      items.push_back({w.tasks.handle(), 0, ZMQ_POLLOUT, 0});
+      poll_workers.emplace_back(w.slot, w.id);
+    });
     for (auto& [id, c] : clients_)
       if (c->held) {
         items.push_back({c->results.handle(), 0, ZMQ_POLLOUT, 0});
@@ -163,8 +164,8 @@ int Broker::run() {
       if (items[0].revents & ZMQ_POLLIN) read_front();
       std::size_t k = 3;
       for (auto [slot, id] : poll_workers)
-        if ((items[k++].revents & ZMQ_POLLOUT) && workers_[slot] && workers_[slot]->id == id)
-          flush_worker(*workers_[slot]);
+        if (Worker* w = workers_.at(slot); (items[k++].revents & ZMQ_POLLOUT) && w && w->id == id)
+          workers_.flush(*w);
       now = Clock::now();
       for (auto id : poll_clients)
         if (items[k++].revents & ZMQ_POLLOUT)
@@ -192,7 +193,8 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   Clock::time_point next = now + std::chrono::milliseconds(opts_.heartbeat_ms);
   for (std::uint64_t id : std::exchange(doomed_, {})) drop_client(id, "not reading its replies");
   client_timers(now);
-  worker_timers(now);
+  next = std::min(next, workers_.tick(now));
+  next = std::min(next, task_timers(now));
   if (flush_replies()) next = std::min(next, now + std::chrono::milliseconds(5));
   next = std::min(next, requeue_due_retries(now));
   next = std::min(next, notify_systemd(now));
@@ -212,8 +214,6 @@ Clock::time_point Broker::tick(Clock::time_point now) {
       next = std::min(next, now + std::chrono::milliseconds(200));
     }
   }
-  for (std::size_t i = 0; i < slots_.size(); ++i)
-    if (!workers_[i] && slots_[i].wanted && !stopping_) next = std::min(next, slots_[i].respawn_at);
   if (now >= next_second_) {
     sample_rates(now);
     // Frames arrive in buffers that ZeroMQ's I/O thread allocates from its own malloc arena;
@@ -225,32 +225,26 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   next = std::min(next, next_second_);
   if (stopping_) next = std::min(next, stop_deadline_);
   steal(now);
-  for (auto& w : workers_)
-    if (w) {
-      next = std::min({next, w->running_deadline, w->kill_deadline});
-      if (w->exit_status) next = std::min(next, w->exited_at + std::chrono::milliseconds(50));
-    }
   // A worker whose head task runs long may need stealing soon: wake up then, if stealing would
   // have anyone to give the tasks to.
   for (int p = 0; p < static_cast<int>(pools_.size()); ++p) {
     if (queues_.queued(p) > 0 || !idle_worker_in(p)) continue;
-    for (auto& w : workers_)
-      if (w && w->pool == p && w->running && w->held.size() > 1 && !w->revoke_in_flight) {
-        auto due = w->running_since + std::chrono::milliseconds(opts_.steal_after_ms);
-        if (due > now) next = std::min(next, due);
-      }
+    workers_.for_each([&](const Worker& w) {
+      if (w.pool != p || !w.running || w.held.size() < 2 || w.revoke_in_flight) return;
+      auto due = w.running_since + std::chrono::milliseconds(opts_.steal_after_ms);
+      if (due > now) next = std::min(next, due);
+    });
   }
   return next;
 }
 
 void Broker::handle_signals() {
   SignalFlags f = take_signals();
-  if (f.child) reap_children();
+  if (f.child) workers_.reap();
   if (f.terminate) {
     if (stopping_ || f.terminate_count > 1) {
       spdlog::warn("second stop signal: stopping now");
-      for (auto& w : workers_)
-        if (w) kill_worker(*w, KilledBy::shutdown, SIGKILL);
+      workers_.kill_all_now();
       stop_deadline_ = Clock::now();
       stopping_ = true;
     } else {
@@ -258,19 +252,6 @@ void Broker::handle_signals() {
     }
   }
   if (f.reload && !stopping_) reload();
-}
-
-void Broker::reap_children() {
-  int status = 0;
-  pid_t pid;
-  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-    for (auto& w : workers_)
-      if (w && w->pid == pid) {
-        w->exit_status = status;
-        w->exited_at = Clock::now();
-        break;
-      }
-  }
 }
 
 void Broker::begin_shutdown() {
@@ -291,12 +272,7 @@ void Broker::begin_shutdown() {
       finish_task(h, proto::Event{t->client_task_id, proto::Outcome::cancelled, {}, {}, {}});
     }
   retries_.clear();
-  std::string bye = proto::encode(proto::Shutdown{});
-  for (auto& w : workers_)
-    if (w) {
-      w->state = WorkerState::stopping;
-      send_to_worker(*w, std::string(bye));
-    }
+  workers_.stop(stop_deadline_);
 }
 
 // SIGHUP: read the settings again (file and flags) and apply what can change while serving. The
@@ -326,8 +302,7 @@ void Broker::sample_rates(Clock::time_point now) {
 }
 
 bool Broker::shutdown_complete() {
-  for (const auto& w : workers_)
-    if (w) return false;
+  if (workers_.any_alive()) return false;
   // Live clients ack within milliseconds; one that is gone would hold us until it times out.
   auto now = Clock::now();
   if (workers_gone_at_ == Clock::time_point{}) workers_gone_at_ = now;

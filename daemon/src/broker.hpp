@@ -27,6 +27,7 @@
 #include "notify.hpp"
 #include "options.hpp"
 #include "run_queues.hpp"
+#include "supervisor.hpp"
 #include "task_table.hpp"
 #include "zexec/detail/zmq_io.hpp"
 #include "zexec/protocol.hpp"
@@ -40,13 +41,8 @@ using zexec::detail::send_rest;
 
 // Frames read from one socket per loop turn: batching without starving the other sockets.
 inline constexpr int kReadBudget = 256;
-// Deaths before hello, in a row, after which a slot counts as broken.
-inline constexpr int kFlapping = 3;
 // A client not taking its results gets no more tasks run: its undelivered events are bounded.
 inline constexpr std::size_t kMaxOutboxEvents = 100000;
-
-using Clock = std::chrono::steady_clock;
-using Handle = TaskTable::Handle;
 
 struct Client {
   std::uint64_t id = 0;
@@ -67,61 +63,15 @@ struct Client {
   bool doomed = false;  // to be dropped at the next tick (see reply())
 };
 
-// Workers started from one command. They all run the same task names, which they announce in
-// worker_hello (Gearman's CAN_DO): a task goes only to a pool that runs its name.
+// A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
+// to a pool that runs its name. (How its workers start: the Supervisor's WorkerPool.)
 struct Pool {
-  std::string name;     // "default" is the pool of --workers / --worker-command
-  int size = 0;         // workers wanted
-  std::string command;  // as configured; "" = zexec-worker beside zexecd
-  std::vector<std::string> argv;
+  std::string name;
   bool names_known = false;    // a worker of it said hello
   bool runs_anything = false;  // its workers announced no names: any task goes (they refuse it)
   std::unordered_set<std::string> names;
-  double avg_task_us = -1;   // EWMA of task run time on its workers; -1 = not known yet
-  bool broken = false;       // no worker of it can start (last seen by tick)
-  std::string last_failure;  // how its last worker that died at start-up ended
-};
-
-// A place for a worker: its pool, and its restart history.
-struct Slot {
-  int pool = 0;
-  bool wanted = true;  // false: the pool shrank; its worker retires and the slot stays empty
-  Clock::time_point respawn_at;
-  int fast_deaths = 0;  // deaths before hello, in a row
-  std::uint64_t restarts = 0;
-};
-
-enum class WorkerState : std::uint8_t { starting, ready, stopping };
-
-// Why the daemon killed a worker, if it did: decides what its tasks become.
-enum class KilledBy : std::uint8_t { none, timeout, silence, cancel, shutdown };
-
-struct Worker {
-  std::uint64_t id = 0;  // unique over the daemon's life; ZEXEC_WORKER_ID
-  int slot = 0;
-  int pool = 0;
-  pid_t pid = -1;
-  WorkerState state = WorkerState::starting;
-  zmq::socket_t tasks;  // PUSH bound for this worker only
-  std::string tasks_endpoint;
-  std::deque<Handle> held;  // sent to it, in the order it will run them
-  std::uint32_t capacity = 1;
-  std::deque<std::string> pending;   // encoded messages that would have blocked, oldest first
-  bool revoke_in_flight = false;     // one revoke at a time, so its answer is unambiguous
-  std::vector<Handle> revoke_queue;  // asked for while one was in flight
-  Clock::time_point spawned;
-  Clock::time_point last_heard;
-  Handle running = 0;  // the task it reported started and has not finished; 0 = none
-  Clock::time_point running_since;
-  Clock::time_point running_deadline = Clock::time_point::max();  // its hard timeout
-  KilledBy killed_by = KilledBy::none;
-  Handle kill_target = 0;                                      // what was running when we killed it
-  Clock::time_point kill_deadline = Clock::time_point::max();  // SIGTERM sent: SIGKILL at this time
-  std::optional<int> exit_status;  // reaped; settled a moment later so its last events arrive
-  Clock::time_point exited_at;
-  bool hello_seen = false;
-  std::uint64_t tasks_done = 0;
-  std::uint64_t rss_bytes = 0;  // last sampled resident memory
+  double avg_task_us = -1;  // EWMA of task run time on its workers; -1 = not known yet
+  bool broken = false;      // no worker of it can start (last seen by tick)
 };
 
 struct CancelRequest {
@@ -136,7 +86,7 @@ struct CancelRequest {
 struct Counters {
   std::uint64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0, crashed = 0, timed_out = 0;
   std::uint64_t retried = 0, quarantined = 0, clients_dropped = 0, replies_dropped = 0, loop_errors = 0;
-  std::uint64_t bad_client_frames = 0, bad_worker_frames = 0, worker_restarts = 0;
+  std::uint64_t bad_client_frames = 0, bad_worker_frames = 0;
 };
 
 class Broker {
@@ -154,7 +104,6 @@ class Broker {
   // -- loop (broker.cpp)
   Clock::time_point tick(Clock::time_point now);
   void handle_signals();
-  void reap_children();
   void begin_shutdown();
   void reload();
   bool shutdown_complete();
@@ -180,8 +129,7 @@ class Broker {
   void finish_cancel(int req_index);
   Client* find_client(std::uint64_t id);
 
-  // -- workers (workers.cpp)
-  void spawn_worker(int slot);
+  // -- workers (workers.cpp): their messages, dispatch, revoke and steal
   void read_events();
   void on_worker_message(zexec::proto::Message& m);
   void on_worker_events(Worker& w, zexec::proto::WorkerEvents& m);
@@ -192,21 +140,13 @@ class Broker {
   void steal_in(int pool, Clock::time_point now);
   bool idle_worker_in(int pool) const;
   void revoke(Worker& w, const std::vector<Handle>& handles);
-  bool send_to_worker(Worker& w, std::string&& msg);
-  void flush_worker(Worker& w);
-  void worker_timers(Clock::time_point now);
+  Clock::time_point task_timers(Clock::time_point now);  // running tasks past their timeout
   std::uint32_t window(const Worker& w) const;
-  void retire(Worker& w, const std::string& why);
-  Worker* find_worker(std::uint64_t worker_id);
   void dispatch_pool(int pool, Clock::time_point now);
 
-  // -- pools (pools.cpp)
-  void make_pools();
+  // -- routing by task name (routing.cpp)
   void resize_pools(const Options& fresh);
-  bool pool_broken(int pool) const;
-  bool all_pools_broken() const;
   void check_broken_pools();
-  std::string unavailable(int pool) const;  // why the pool's tasks fail: its command cannot start
   void learn_names(Worker& w, const std::vector<std::string>& names);
   static constexpr int kUnrouted = RunQueues::kUnrouted;  // some pool's names are not known yet: wait
   static constexpr int kNoPool = -2;                      // no pool runs it
@@ -233,7 +173,6 @@ class Broker {
   bool any_cancel_request(Handle h, Pred pred) const;
   void cancel_task(Handle h);
   void cancel_missed(Worker& w, Handle h);
-  void kill_worker(Worker& w, KilledBy why, int sig);
   void dead_worker_head(Worker& w, Handle h, const std::string& how);
 
   // -- status (status.cpp)
@@ -254,11 +193,10 @@ class Broker {
   TaskTable tasks_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Client>> clients_;
   std::unordered_map<std::string, std::uint64_t> client_by_rid_;
-  std::vector<std::uint64_t> doomed_;             // clients to drop at the next tick
-  std::vector<Pool> pools_;                       // [0] is "default"; the set is fixed at start
-  RunQueues queues_;                              // every queued task, by pool and client
-  std::vector<std::unique_ptr<Worker>> workers_;  // by slot
-  std::vector<Slot> slots_;
+  std::vector<std::uint64_t> doomed_;  // clients to drop at the next tick
+  Supervisor workers_;                 // every worker process
+  std::vector<Pool> pools_;            // by pool index, as workers_.pool(p)
+  RunQueues queues_;                   // every queued task, by pool and client
   std::vector<std::optional<CancelRequest>> cancels_;
   std::multimap<Clock::time_point, Handle> retries_;    // tasks waiting out a retry backoff
   std::unordered_multimap<Handle, int> extra_cancels_;  // further cancel requests waiting on one task
@@ -268,8 +206,7 @@ class Broker {
   Clock::time_point next_metrics_{};
   bool announced_ready_ = false;
   Clock::time_point next_watchdog_{}, next_status_{};
-  std::uint64_t next_client_id_ = 1, next_worker_id_ = 1;
-  Clock::time_point next_rss_check_;
+  std::uint64_t next_client_id_ = 1;
   bool stopping_ = false;
   Clock::time_point stop_deadline_;
   Clock::time_point workers_gone_at_{};  // when stopping: the moment the last worker was gone

@@ -121,8 +121,7 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
   c->last_heard = c->last_sent = Clock::now();
   spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
-  std::uint32_t workers = 0;
-  for (const auto& p : pools_) workers += static_cast<std::uint32_t>(p.size);
+  std::uint32_t workers = workers_.wanted_workers();
   reply(rid,
         proto::Welcome{c->id, c->results_endpoint, workers, static_cast<std::uint32_t>(opts_.heartbeat_ms),
                        static_cast<std::uint32_t>(opts_.max_pending_per_client)});
@@ -224,8 +223,8 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
     else
       extra_cancels_.emplace(h, req_index);
   }
-  for (auto& [slot, handles] : to_revoke) revoke(*workers_[slot], handles);
-  for (int slot : to_kill) kill_worker(*workers_[slot], KilledBy::cancel, SIGTERM);
+  for (auto& [slot, handles] : to_revoke) revoke(*workers_.at(slot), handles);
+  for (int slot : to_kill) workers_.kill(*workers_.at(slot), KilledBy::cancel, SIGTERM);
 }
 
 // Called when a task of a pending cancel request got its answer (revoked, started or finished).

@@ -124,26 +124,9 @@ void Broker::cancel_missed(Worker& w, Handle h) {
   t->revoking = false;
   if (t->cancel_req < 0) return;
   if (any_cancel_request(h, [](const CancelRequest& r) { return r.force; }))
-    kill_worker(w, KilledBy::cancel, SIGTERM);
+    workers_.kill(w, KilledBy::cancel, SIGTERM);
   else
     set_cancel_outcome(h, proto::CancelOutcome::running);
-}
-
-// Kills a worker on purpose, remembering why and what it was running then: what its tasks
-// become depends on it (dead_worker_head). The first reason sticks.
-void Broker::kill_worker(Worker& w, KilledBy why, int sig) {
-  if (w.pid <= 0 || w.exit_status) return;
-  if (w.killed_by == KilledBy::none) {
-    w.killed_by = why;
-    w.kill_target = w.running;
-  }
-  if (why == KilledBy::cancel) {
-    spdlog::info("worker {} (pid {}): stopping it to cancel its running task", w.slot, w.pid);
-    w.state = WorkerState::stopping;  // nothing more for it
-    if (w.kill_deadline == Clock::time_point::max())
-      w.kill_deadline = Clock::now() + std::chrono::milliseconds(opts_.cancel_grace_ms);
-  }
-  kill(w.pid, sig);
 }
 
 // The first task a dead worker held: the only one that can have been running.

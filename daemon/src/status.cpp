@@ -45,14 +45,14 @@ std::string Broker::status_body() const {
 
   pk.pack(std::string_view("workers"));
   std::uint32_t n = 0;
-  for (const auto& w : workers_) n += w != nullptr;
+  workers_.for_each([&](const Worker&) { ++n; });
   pk.pack_array(n);
-  for (const auto& w : workers_) {
-    if (!w) continue;
+  workers_.for_each([&](const Worker& worker) {
+    const Worker* w = &worker;
     pk.pack_map(11);
     kv(pk, "slot", w->slot);
     kv(pk, "pool", pools_[w->pool].name);
-    kv(pk, "restarts", slots_[w->slot].restarts);
+    kv(pk, "restarts", workers_.slots()[w->slot].restarts);
     // What it runs, as "CLIENT:TASK name": the id `zexec cancel` takes.
     std::string running;
     if (const Task* t = w->running ? const_cast<TaskTable&>(tasks_).get(w->running) : nullptr)
@@ -67,7 +67,7 @@ std::string Broker::status_body() const {
        w->running ? std::chrono::duration_cast<std::chrono::milliseconds>(now - w->running_since).count()
                   : -1);
     kv(pk, "uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(now - w->spawned).count());
-  }
+  });
 
   pk.pack(std::string_view("clients"));
   pk.pack_array(static_cast<std::uint32_t>(clients_.size()));
@@ -81,14 +81,15 @@ std::string Broker::status_body() const {
   }
   pk.pack(std::string_view("pools"));
   pk.pack_array(static_cast<std::uint32_t>(pools_.size()));
-  for (const auto& p : pools_) {
+  for (int i = 0; i < static_cast<int>(pools_.size()); ++i) {
+    const Pool& p = pools_[i];
     pk.pack_map(6);
     kv(pk, "name", p.name);
-    kv(pk, "workers", p.size);
+    kv(pk, "workers", workers_.pool(i).size);
     std::string command;
-    for (const auto& a : p.argv) command += (command.empty() ? "" : " ") + a;
+    for (const auto& a : workers_.pool(i).argv) command += (command.empty() ? "" : " ") + a;
     kv(pk, "command", command);
-    kv(pk, "queued", static_cast<std::uint64_t>(queues_.queued(static_cast<int>(&p - pools_.data()))));
+    kv(pk, "queued", static_cast<std::uint64_t>(queues_.queued(i)));
     // What its workers said they run; nil until one said hello, [] = anything.
     pk.pack(std::string_view("task_names"));
     if (!p.names_known) {
@@ -131,7 +132,7 @@ std::string Broker::status_body() const {
   kv(pk, "timed_out", t.timed_out);
   kv(pk, "retried", t.retried);
   kv(pk, "quarantined", t.quarantined);
-  kv(pk, "worker_restarts", t.worker_restarts);
+  kv(pk, "worker_restarts", workers_.restarts());
   kv(pk, "bad_client_frames", t.bad_client_frames);
   kv(pk, "bad_worker_frames", t.bad_worker_frames);
   kv(pk, "clients_dropped", t.clients_dropped);
@@ -166,13 +167,12 @@ std::string Broker::metrics_text() const {
   sample("zexec_tasks_owned", static_cast<double>(tasks_.live()));
   metric("zexec_workers", "gauge", "Worker processes by state.");
   int by_state[3] = {0, 0, 0};
-  for (const auto& w : workers_)
-    if (w) by_state[static_cast<int>(w->state)]++;
+  workers_.for_each([&](const Worker& w) { by_state[static_cast<int>(w.state)]++; });
   sample("zexec_workers{state=\"starting\"}", by_state[0]);
   sample("zexec_workers{state=\"ready\"}", by_state[1]);
   sample("zexec_workers{state=\"stopping\"}", by_state[2]);
   metric("zexec_worker_restarts_total", "counter", "Workers replaced after they died or were recycled.");
-  sample("zexec_worker_restarts_total", static_cast<double>(t.worker_restarts));
+  sample("zexec_worker_restarts_total", static_cast<double>(workers_.restarts()));
   metric("zexec_clients", "gauge", "Connected clients.");
   sample("zexec_clients", static_cast<double>(clients_.size()));
   metric("zexec_bad_frames_total", "counter", "Frames refused, by sender.");
@@ -185,12 +185,12 @@ std::string Broker::metrics_text() const {
 
 std::string Broker::status_line() const {
   int ready = 0, running = 0;
-  for (const auto& w : workers_)
-    if (w && w->state == WorkerState::ready) {
-      ++ready;
-      running += w->running != 0;
-    }
-  std::size_t wanted = std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.wanted; });
+  workers_.for_each([&](const Worker& w) {
+    if (w.state != WorkerState::ready) return;
+    ++ready;
+    running += w.running != 0;
+  });
+  std::uint32_t wanted = workers_.wanted_workers();
   return std::to_string(ready) + "/" + std::to_string(wanted) + " workers ready, " + std::to_string(running) +
          " running, " + std::to_string(queues_.queued()) + " queued, " + std::to_string(clients_.size()) +
          " clients, " + std::to_string(counters_.succeeded + counters_.failed) + " done";
@@ -204,9 +204,12 @@ Clock::time_point Broker::notify_systemd(Clock::time_point now) {
   if (!announced_ready_) {
     // Every wanted worker up, except in pools that cannot start any.
     bool all_up = true;
-    for (std::size_t i = 0; i < slots_.size(); ++i)
-      if (slots_[i].wanted && !pools_[slots_[i].pool].broken)
-        all_up &= workers_[i] && workers_[i]->hello_seen;
+    const auto& slots = workers_.slots();
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      if (slots[i].wanted && !pools_[slots[i].pool].broken) {
+        const Worker* w = workers_.at(static_cast<int>(i));
+        all_up &= w && w->hello_seen;
+      }
     if (all_up || now - started_at_ > std::chrono::seconds(10)) {
       notify_.ready(status_line());
       announced_ready_ = true;

@@ -1,4 +1,5 @@
-// The worker side of the broker: spawning, credit-based dispatch, events, revoke/steal, deaths.
+// The worker side of the broker: workers' messages, credit-based dispatch, revoke/steal, and what
+// a dead worker's tasks become. (Their processes are the Supervisor's.)
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -15,52 +16,9 @@ namespace zexecd {
 namespace proto = zexec::proto;
 
 namespace {
-constexpr auto kMaxRespawnDelay = std::chrono::seconds(10);
-constexpr std::size_t kMaxBatchBytes = 8 << 20;              // well under ZMQ_MAXMSGSIZE, whatever the args
-constexpr auto kExitSettle = std::chrono::milliseconds(50);  // events of a dead worker still in flight
-constexpr auto kStartupGrace = std::chrono::seconds(10);     // exec + connect, generous for sanitizer builds
-constexpr double kWorkInFlightUs = 2000;  // keep about this much work queued at each worker
+constexpr std::size_t kMaxBatchBytes = 8 << 20;  // well under ZMQ_MAXMSGSIZE, whatever the args
+constexpr double kWorkInFlightUs = 2000;         // keep about this much work queued at each worker
 }  // namespace
-
-Worker* Broker::find_worker(std::uint64_t worker_id) {
-  for (auto& w : workers_)
-    if (w && w->id == worker_id) return w.get();
-  return nullptr;
-}
-
-void Broker::spawn_worker(int slot) {
-  auto w = std::make_unique<Worker>();
-  w->id = next_worker_id_++;
-  w->slot = slot;
-  w->pool = slots_[slot].pool;
-  const Pool& pool = pools_[w->pool];
-  w->tasks = zmq::socket_t(ctx_, zmq::socket_type::push);
-  w->tasks.set(zmq::sockopt::sndhwm, 1000);
-  w->tasks.set(zmq::sockopt::linger, 0);
-  w->tasks_endpoint = "ipc://" + run_dir_ + "/w" + std::to_string(w->id);
-  w->spawned = w->last_heard = Clock::now();
-  try {
-    w->tasks.bind(w->tasks_endpoint);
-    std::vector<std::string> env = {
-        "ZEXEC_TASKS_ENDPOINT=" + w->tasks_endpoint, "ZEXEC_EVENTS_ENDPOINT=" + events_endpoint_,
-        "ZEXEC_WORKER_ID=" + std::to_string(w->id),
-        "ZEXEC_HEARTBEAT_MS=" + std::to_string(opts_.heartbeat_ms), "ZEXEC_POOL=" + pool.name};
-    w->pid = spawn_process(pool.argv, env);
-  } catch (const std::exception& e) {
-    // Counted as a death at start: a pool that cannot even be spawned is broken, like one whose
-    // command dies at once, and its tasks fail instead of waiting forever.
-    spdlog::error("cannot start worker {} of pool '{}': {}", slot, pool.name, e.what());
-    Slot& s = slots_[slot];
-    s.fast_deaths++;
-    pools_[w->pool].last_failure = e.what();
-    s.respawn_at =
-        Clock::now() + std::min<std::chrono::milliseconds>(
-                           std::chrono::milliseconds(100L << std::min(s.fast_deaths, 8)), kMaxRespawnDelay);
-    return;
-  }
-  spdlog::debug("worker {} (id {}) of pool '{}' started, pid {}", slot, w->id, pool.name, w->pid);
-  workers_[slot] = std::move(w);
-}
 
 void Broker::read_events() {
   for (int n = 0; n < kReadBudget; ++n) {
@@ -89,26 +47,21 @@ void Broker::read_events() {
 }
 
 void Broker::on_worker_message(proto::Message& m) {
-  auto now = Clock::now();
   if (auto* h = std::get_if<proto::WorkerHello>(&m)) {
-    Worker* w = find_worker(h->worker_id);
+    Worker* w = workers_.find(h->worker_id);
     if (!w) return;  // a worker we already replaced
-    // Only a starting worker becomes ready: one retired meanwhile (its pool shrank) stays stopping.
-    if (w->state == WorkerState::starting) w->state = stopping_ ? WorkerState::stopping : WorkerState::ready;
-    w->hello_seen = true;
-    w->capacity = std::max<std::uint32_t>(1, h->capacity);
-    w->last_heard = now;
+    workers_.hello(*w, h->capacity);
     spdlog::debug("worker {} ready: pid {}, capacity {}, {} task names", w->slot, h->pid, h->capacity,
                   h->tasks.size());
     learn_names(*w, h->tasks);
     return;
   }
   if (auto* e = std::get_if<proto::WorkerEvents>(&m)) {
-    if (Worker* w = find_worker(e->worker_id)) on_worker_events(*w, *e);
+    if (Worker* w = workers_.find(e->worker_id)) on_worker_events(*w, *e);
     return;
   }
   if (auto* r = std::get_if<proto::WorkerRevoked>(&m)) {
-    if (Worker* w = find_worker(r->worker_id)) on_worker_revoked(*w, *r);
+    if (Worker* w = workers_.find(r->worker_id)) on_worker_revoked(*w, *r);
     return;
   }
   counters_.bad_worker_frames++;
@@ -117,7 +70,7 @@ void Broker::on_worker_message(proto::Message& m) {
 
 void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
   auto now = Clock::now();
-  w.last_heard = now;
+  workers_.heard_from(w, now);
   std::size_t finals = 0;
   for (std::size_t i = 0; i < m.events.size(); ++i) {
     proto::Event& e = m.events[i];
@@ -143,7 +96,6 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
       w.running = 0;
       w.running_deadline = Clock::time_point::max();
     }
-    w.tasks_done++;
     set_cancel_outcome(h, proto::CancelOutcome::finished);
     if (e.kind == proto::Outcome::error) {
       task_failed(h, std::move(e), Failure::raised);
@@ -152,9 +104,7 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
       finish_task(h, std::move(e));
     }
   }
-  if (opts_.max_tasks_per_worker > 0 && w.state == WorkerState::ready &&
-      w.tasks_done >= static_cast<std::uint64_t>(opts_.max_tasks_per_worker))
-    retire(w, "it ran " + std::to_string(w.tasks_done) + " tasks");
+  workers_.finished_tasks(w, finals);
   if (finals && m.busy_us) {
     double per_task = static_cast<double>(m.busy_us) / static_cast<double>(finals);
     double& avg = pools_[w.pool].avg_task_us;
@@ -163,7 +113,7 @@ void Broker::on_worker_events(Worker& w, proto::WorkerEvents& m) {
 }
 
 void Broker::on_worker_revoked(Worker& w, const proto::WorkerRevoked& m) {
-  w.last_heard = Clock::now();
+  workers_.heard_from(w, Clock::now());
   // Requeue in reverse so push_front keeps the original order.
   for (auto it = m.task_ids.rbegin(); it != m.task_ids.rend(); ++it) {
     Handle h = *it;
@@ -186,7 +136,10 @@ void Broker::on_worker_revoked(Worker& w, const proto::WorkerRevoked& m) {
   if (!w.revoke_queue.empty()) revoke(w, std::exchange(w.revoke_queue, {}));
 }
 
+// The supervisor's hook: a worker's process ended a moment ago. Its last events are read first
+// (they settle tasks it finished), then what it still held is settled here.
 void Broker::on_worker_exit(Worker& w, int status) {
+  read_events();
   std::string how = describe_wait_status(status);
   bool clean = w.state == WorkerState::stopping && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   if (clean)
@@ -208,39 +161,6 @@ void Broker::on_worker_exit(Worker& w, int status) {
       requeue_front(held[i]);  // or cancelled, when stopping
     }
   }
-  int slot = w.slot;
-  auto now = Clock::now();
-  // Dying before saying hello is a start failure (bad command, crash at start-up): back off.
-  // A worker that served and then died is just replaced.
-  Slot& s = slots_[slot];
-  if (!w.hello_seen) {
-    s.fast_deaths++;
-    pools_[w.pool].last_failure = how;
-  } else {
-    s.fast_deaths = 0;
-  }
-  // Exponential backoff for a worker command that keeps dying at start: 100 ms, 200 ms, ... 10 s.
-  std::chrono::milliseconds delay(0);
-  if (s.fast_deaths > 0)
-    delay = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(100L << std::min(s.fast_deaths, 8)),
-                                                kMaxRespawnDelay);
-  if (s.fast_deaths >= kFlapping)
-    spdlog::error("worker command '{}' keeps dying at start ({} in a row, last: {}); retrying in {} ms",
-                  pools_[w.pool].argv[0], s.fast_deaths, how, delay.count());
-  s.respawn_at = now + delay;
-  workers_[slot].reset();  // closes its socket; late events from it no longer match a worker
-  if (!stopping_ && s.wanted) {
-    counters_.worker_restarts++;
-    s.restarts++;
-  }
-}
-
-// Replaces a worker between tasks: it gets no more, finishes the one it runs, and exits; what it
-// held unstarted goes back to the queue when it exits, and a fresh worker takes its slot.
-void Broker::retire(Worker& w, const std::string& why) {
-  spdlog::info("replacing worker {} (pid {}): {}", w.slot, w.pid, why);
-  w.state = WorkerState::stopping;
-  send_to_worker(w, proto::encode(proto::Shutdown{}));
 }
 
 std::uint32_t Broker::window(const Worker& w) const {
@@ -263,14 +183,12 @@ void Broker::dispatch(Clock::time_point now) {
 void Broker::dispatch_pool(int pool, Clock::time_point now) {
   auto stuck_after = std::chrono::milliseconds(opts_.steal_after_ms);
   std::vector<Worker*> room;
-  for (auto& w : workers_) {
-    if (!w || w->pool != pool || w->state != WorkerState::ready || w->exit_status || !w->pending.empty() ||
-        w->held.size() >= window(*w))
-      continue;
+  workers_.for_each([&](Worker& w) {
+    if (w.pool != pool || !w.open() || w.held.size() >= window(w)) return;
     // A worker deep in a long task gets nothing more: it would only hold it hostage.
-    if (w->running && now - w->running_since >= stuck_after) continue;
-    room.push_back(w.get());
-  }
+    if (w.running && now - w.running_since >= stuck_after) return;
+    room.push_back(&w);
+  });
   if (room.empty()) return;
   // Emptiest first, and an even share each, so a short queue goes to idle workers rather than
   // all to the first worker with room.
@@ -319,15 +237,16 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
       const Task* t = tasks_.get(h);
       out.add(h, t->name->text, t->args);
     }
-    send_to_worker(*b.w, std::move(scratch_));
+    workers_.send(*b.w, std::move(scratch_));
     scratch_.clear();
   }
 }
 
 bool Broker::idle_worker_in(int pool) const {
-  for (const auto& w : workers_)
-    if (w && w->pool == pool && w->state == WorkerState::ready && w->held.empty()) return true;
-  return false;
+  bool idle = false;
+  workers_.for_each(
+      [&](const Worker& w) { idle |= w.pool == pool && w.state == WorkerState::ready && w.held.empty(); });
+  return idle;
 }
 
 void Broker::steal(Clock::time_point now) {
@@ -340,17 +259,16 @@ void Broker::steal(Clock::time_point now) {
 // peers that are stuck behind a long one, so the idle worker gets them.
 void Broker::steal_in(int pool, Clock::time_point now) {
   auto after = std::chrono::milliseconds(opts_.steal_after_ms);
-  for (auto& w : workers_) {
-    if (!w || w->pool != pool || w->state != WorkerState::ready || w->exit_status || !w->running ||
-        w->held.size() < 2)
-      continue;
-    if (w->revoke_in_flight || now - w->running_since < after) continue;
-    std::vector<Handle> unstarted(w->held.begin() + 1, w->held.end());
-    spdlog::debug("worker {} busy for {} ms: taking back {} queued tasks", w->slot,
-                  std::chrono::duration_cast<std::chrono::milliseconds>(now - w->running_since).count(),
+  workers_.for_each([&](Worker& w) {
+    if (w.pool != pool || w.state != WorkerState::ready || w.exit_status || !w.running || w.held.size() < 2)
+      return;
+    if (w.revoke_in_flight || now - w.running_since < after) return;
+    std::vector<Handle> unstarted(w.held.begin() + 1, w.held.end());
+    spdlog::debug("worker {} busy for {} ms: taking back {} queued tasks", w.slot,
+                  std::chrono::duration_cast<std::chrono::milliseconds>(now - w.running_since).count(),
                   unstarted.size());
-    revoke(*w, unstarted);
-  }
+    revoke(w, unstarted);
+  });
 }
 
 void Broker::revoke(Worker& w, const std::vector<Handle>& handles) {
@@ -372,82 +290,22 @@ void Broker::revoke(Worker& w, const std::vector<Handle>& handles) {
   }
   if (msg.task_ids.empty()) return;
   w.revoke_in_flight = true;
-  send_to_worker(w, proto::encode(msg));
+  workers_.send(w, proto::encode(msg));
 }
 
-bool Broker::send_to_worker(Worker& w, std::string&& msg) {
-  if (w.pending.empty() && send_now(w.tasks, zmq::buffer(msg))) return true;
-  w.pending.push_back(std::move(msg));
-  return false;
-}
-
-void Broker::flush_worker(Worker& w) {
-  while (!w.pending.empty()) {
-    if (!send_now(w.tasks, zmq::buffer(w.pending.front()))) return;
-    w.pending.pop_front();
-  }
-}
-
-namespace {
-std::uint64_t resident_bytes(pid_t pid) {
-  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/statm").c_str(), "r");
-  if (!f) return 0;
-  unsigned long size = 0, resident = 0;
-  int n = std::fscanf(f, "%lu %lu", &size, &resident);
-  std::fclose(f);
-  return n == 2 ? resident * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
-}
-}  // namespace
-
-void Broker::worker_timers(Clock::time_point now) {
-  bool sample_rss = now >= next_rss_check_;
-  if (sample_rss) next_rss_check_ = now + std::chrono::milliseconds(opts_.heartbeat_ms);
-  for (int i = 0; i < static_cast<int>(workers_.size()); ++i) {
-    auto& w = workers_[i];
-    if (!w) {
-      if (slots_[i].wanted && !stopping_ && now >= slots_[i].respawn_at) spawn_worker(i);
-      continue;
+// A task cannot be interrupted safely inside a worker: the process is the unit of isolation, so a
+// task past its timeout costs its worker.
+Clock::time_point Broker::task_timers(Clock::time_point now) {
+  Clock::time_point next = Clock::time_point::max();
+  workers_.for_each([&](Worker& w) {
+    if (w.running && !w.exit_status && now >= w.running_deadline) {
+      spdlog::warn("worker {} (pid {}): task past its timeout, killing the worker", w.slot, w.pid);
+      workers_.kill(w, KilledBy::timeout, SIGKILL);
+      w.running_deadline = Clock::time_point::max();
     }
-    if (w->exit_status) {
-      // Reaped a moment ago: its last events had time to arrive; now settle what it held.
-      if (now >= w->exited_at + kExitSettle) {
-        read_events();
-        if (workers_[i]) on_worker_exit(*workers_[i], *workers_[i]->exit_status);
-      }
-      continue;
-    }
-    if (stopping_ && now >= stop_deadline_) {
-      kill_worker(*w, KilledBy::shutdown, SIGKILL);
-      continue;
-    }
-    if (sample_rss && w->pid > 0) {
-      w->rss_bytes = resident_bytes(w->pid);
-      auto limit = static_cast<std::uint64_t>(opts_.max_memory_per_worker_mb) << 20;
-      if (limit && w->rss_bytes > limit && w->state == WorkerState::ready)
-        retire(*w, "resident memory " + std::to_string(w->rss_bytes >> 20) + " MiB is over the limit of " +
-                       std::to_string(opts_.max_memory_per_worker_mb) + " MiB");
-    }
-    if (now >= w->kill_deadline) {
-      kill(w->pid, SIGKILL);  // it did not stop within cancel_grace_ms
-      w->kill_deadline = Clock::time_point::max();
-    }
-    if (w->running && now >= w->running_deadline) {
-      // A task cannot be interrupted safely inside a worker: the process is the unit of isolation.
-      spdlog::warn("worker {} (pid {}): task past its timeout, killing the worker", w->slot, w->pid);
-      kill_worker(*w, KilledBy::timeout, SIGKILL);
-      w->running_deadline = Clock::time_point::max();
-    }
-    auto limit =
-        w->state == WorkerState::starting
-            ? std::max<Clock::duration>(kStartupGrace, std::chrono::milliseconds(opts_.worker_liveness_ms))
-            : Clock::duration(std::chrono::milliseconds(opts_.worker_liveness_ms));
-    if (now - w->last_heard > limit && w->pid > 0) {
-      spdlog::warn("worker {} (pid {}) silent for {} ms: killing it", w->slot, w->pid,
-                   std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_heard).count());
-      kill_worker(*w, KilledBy::silence, SIGKILL);
-      w->last_heard = now;  // don't kill it again every turn while it dies
-    }
-  }
+    next = std::min(next, w.running_deadline);
+  });
+  return next;
 }
 
 }  // namespace zexecd

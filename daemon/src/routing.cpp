@@ -1,4 +1,4 @@
-// Worker pools and routing by task name.
+// Routing by task name: which pool runs a task, and its place in the run queues.
 //
 // Each pool is a set of worker slots started from one command. A worker's hello lists the task
 // names it runs (Gearman's CAN_DO); the first hello of a pool teaches the daemon that pool's
@@ -9,24 +9,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <thread>
 
 #include "broker.hpp"
-#include "spawn.hpp"
 
 namespace zexecd {
 
 namespace proto = zexec::proto;
 
 namespace {
-
-std::vector<std::string> argv_of(const std::string& command) {
-  return command.empty() ? std::vector<std::string>{self_dir() + "/zexec-worker"} : split_command(command);
-}
-
-int resolved_workers(int configured) {
-  return configured > 0 ? configured : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
 
 // The names a pool runs, for an error message: enough to spot a typo, bounded in length.
 std::string some_names(const Pool& p) {
@@ -41,113 +31,21 @@ std::string some_names(const Pool& p) {
 
 }  // namespace
 
-void Broker::make_pools() {
-  opts_.workers = resolved_workers(opts_.workers);
-  pools_.clear();
-  auto add = [&](const std::string& name, int size, const std::string& command) {
-    Pool& p = pools_.emplace_back();
-    p.name = name;
-    p.size = size;
-    p.command = command;
-    p.argv = argv_of(command);
-  };
-  add("default", opts_.workers, opts_.worker_command);
-  for (const auto& spec : opts_.pools) add(spec.name, spec.workers, spec.command);
-  queues_ = RunQueues(static_cast<int>(pools_.size()));
-  for (int p = 0; p < static_cast<int>(pools_.size()); ++p)
-    for (int i = 0; i < pools_[p].size; ++i) slots_.push_back(Slot{p, true, Clock::now(), 0, 0});
-  workers_.resize(slots_.size());
-}
-
-// SIGHUP: each pool takes its new size and command (for workers started from now on). A pool
-// added or removed in the settings needs a restart: tasks may be queued for it.
+// SIGHUP: the supervisor resizes the pools (a pool added or removed needs a restart: tasks may
+// be queued for it); the settings then say what is in force.
 void Broker::resize_pools(const Options& fresh) {
-  for (const auto& spec : fresh.pools)
-    if (std::none_of(pools_.begin(), pools_.end(), [&](const Pool& p) { return p.name == spec.name; }))
-      spdlog::warn("SIGHUP: new pool '{}' needs a restart of zexecd", spec.name);
-  for (int p = 0; p < static_cast<int>(pools_.size()); ++p) {
-    Pool& pool = pools_[p];
-    int size = 0;
-    std::string command;
-    if (p == 0) {
-      size = resolved_workers(fresh.workers);
-      command = fresh.worker_command;
-    } else {
-      auto it = std::find_if(fresh.pools.begin(), fresh.pools.end(),
-                             [&](const PoolSpec& s) { return s.name == pool.name; });
-      if (it == fresh.pools.end()) {
-        spdlog::warn("SIGHUP: removing pool '{}' needs a restart of zexecd; it keeps running", pool.name);
-        continue;
-      }
-      size = it->workers;
-      command = it->command;
-    }
-    if (command != pool.command) {
-      try {
-        pool.argv = argv_of(command);
-        pool.command = command;
-        spdlog::info("SIGHUP: pool '{}': new worker command, for workers started from now on: {}", pool.name,
-                     command);
-      } catch (const std::exception& e) {
-        spdlog::error("SIGHUP: pool '{}': {}; keeping the old worker command", pool.name, e.what());
-      }
-    }
-    if (size != pool.size) spdlog::info("pool '{}': {} -> {} workers", pool.name, pool.size, size);
-    pool.size = size;
-    // Grow into the pool's empty slots first, then new ones; shrink from the last slot: those
-    // workers retire between tasks, what they held goes back to the queue.
-    int wanted = 0;
-    for (int i = 0; i < static_cast<int>(slots_.size()); ++i) {
-      Slot& s = slots_[i];
-      if (s.pool != p) continue;
-      if (s.wanted && wanted < size) {
-        ++wanted;
-      } else if (!s.wanted && wanted < size && !workers_[i]) {
-        // An empty slot comes back; one whose worker is still retiring (it may finish a long
-        // task first) does not: a fresh slot is added below, so capacity returns at once.
-        s = Slot{p, true, Clock::now(), 0, s.restarts};
-        ++wanted;
-      } else if (s.wanted) {
-        s.wanted = false;
-        if (workers_[i] && workers_[i]->state != WorkerState::stopping)
-          retire(*workers_[i], "the pool shrinks");
-      }
-    }
-    for (; wanted < size; ++wanted) {
-      slots_.push_back(Slot{p, true, Clock::now(), 0, 0});
-      workers_.emplace_back();
-    }
-  }
-  opts_.workers = pools_[0].size;
-  opts_.worker_command = pools_[0].command;
+  workers_.resize(fresh);
+  opts_.workers = workers_.pool(0).size;
+  opts_.worker_command = workers_.pool(0).command;
   opts_.pools.clear();
-  for (std::size_t p = 1; p < pools_.size(); ++p)
-    opts_.pools.push_back(PoolSpec{pools_[p].name, pools_[p].size, pools_[p].command});
-}
-
-// True when no worker of the pool runs and each of its slots failed to start several times in a
-// row: its queued tasks would wait forever, so they fail instead (the daemon keeps retrying).
-bool Broker::pool_broken(int pool) const {
-  bool any = false;
-  for (std::size_t i = 0; i < slots_.size(); ++i) {
-    if (slots_[i].pool != pool || !slots_[i].wanted) continue;
-    any = true;
-    if (workers_[i] && workers_[i]->state != WorkerState::starting) return false;
-    if (slots_[i].fast_deaths < kFlapping) return false;
-  }
-  return any;
-}
-
-std::string Broker::unavailable(int pool) const {
-  return "no worker of pool '" + pools_[pool].name + "' can start: the worker command '" +
-         pools_[pool].argv[0] + "' failed at start-up repeatedly (last: " + pools_[pool].last_failure +
-         "); zexecd keeps retrying it";
+  for (int p = 1; p < workers_.pools(); ++p)
+    opts_.pools.push_back(PoolSpec{workers_.pool(p).name, workers_.pool(p).size, workers_.pool(p).command});
 }
 
 void Broker::check_broken_pools() {
   for (int p = 0; p < static_cast<int>(pools_.size()); ++p) {
-    bool broken = pool_broken(p);
-    if (broken && queues_.queued(p) > 0) fail_queued(p, "WorkerUnavailable", unavailable(p));
+    bool broken = workers_.pool_broken(p);
+    if (broken && queues_.queued(p) > 0) fail_queued(p, "WorkerUnavailable", workers_.unavailable(p));
     if (broken != pools_[p].broken) {
       pools_[p].broken = broken;
       if (broken) reroute_unrouted();  // tasks waiting to hear from this pool wait no more
@@ -188,7 +86,8 @@ void Broker::enqueue(Client& c, Handle h, bool front) {
     // A pool that never started might have run it: say that, not "unknown".
     for (int q = 0; q < static_cast<int>(pools_.size()); ++q)
       if (!pools_[q].names_known && pools_[q].broken) {
-        finish_task(h, proto::Event{0, proto::Outcome::error, {}, "WorkerUnavailable", unavailable(q)});
+        finish_task(h,
+                    proto::Event{0, proto::Outcome::error, {}, "WorkerUnavailable", workers_.unavailable(q)});
         return;
       }
     std::string pools;
