@@ -52,7 +52,8 @@ std::pair<long, long> fd_limits(pid_t pid) {
   return {-1, -1};
 }
 
-// zexecd under `ulimit` (e.g. "-n 128"), serving on an ipc endpoint in its own directory.
+// zexecd under `ulimit` (e.g. "-n 128"), serving on an ipc endpoint in its own directory; `workers`
+// < 0: no --workers flag (the pool size comes from a --config file in `extra`).
 class LimitedDaemon {
  public:
   LimitedDaemon(const std::string& ulimit, int workers, std::vector<std::string> extra = {}) {
@@ -63,11 +64,10 @@ class LimitedDaemon {
                                      bin_path("zexecd"),
                                      "--endpoint",
                                      endpoint_,
-                                     "--workers",
-                                     std::to_string(workers),
                                      "--log-level",
                                      Daemon::log_level(),
                                      "--print-endpoint"};
+    if (workers >= 0) argv.insert(argv.end(), {"--workers", std::to_string(workers)});
     argv.insert(argv.end(), extra.begin(), extra.end());
     std::string out = dir_.path() + "/stdout";
     proc_ = std::make_unique<Process>(argv, std::vector<std::string>{}, out);
@@ -330,4 +330,20 @@ TEST(Limits, AResultsSocketThatCannotBeBoundIsAnErrorNotACrash) {
       << error_of(h.answer);
   EXPECT_TRUE(d.process().running());
   EXPECT_EQ(clients_connected(ctx, d.endpoint()), 0u);
+}
+
+// SIGHUP derives the cap again: more workers leave fewer descriptors for clients.
+TEST(Limits, SighupDerivesTheCapForTheNewPoolSize) {
+  TempDir dir;
+  std::string file = dir.path() + "/zexecd.toml";
+  std::ofstream(file) << "workers = 1\n";
+  LimitedDaemon d("-n 256", -1, {"--config", file});
+  zmq::context_t ctx;
+  int before = std::stoi(setting(ctx, d.endpoint(), "max_clients"));
+  std::ofstream(file) << "workers = 5\n";
+  d.process().kill(SIGHUP);
+  EXPECT_TRUE(
+      wait_until([&] { return setting(ctx, d.endpoint(), "max_clients") != std::to_string(before); }));
+  EXPECT_EQ(std::stoi(setting(ctx, d.endpoint(), "max_clients")),
+            before - 4 * zexecd::kFdsPerWorker / zexecd::kFdsPerClient);
 }
