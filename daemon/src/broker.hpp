@@ -215,6 +215,8 @@ class Broker {
   std::deque<std::pair<Clock::time_point, Counters>> rate_samples_;
   Clock::time_point next_second_{};  // rate sample and malloc_trim
   std::string scratch_;              // reused encode buffer
+  // Hellos refused by max_clients over the daemon's life (on_hello logs the 1st, 2nd, 4th...).
+  std::uint64_t clients_refused_ = 0;
 };
 
 }  // namespace zexecd

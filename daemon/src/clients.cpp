@@ -109,16 +109,45 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
     reply(rid, proto::Error{"shutting_down", "zexecd is stopping and accepts no new clients"});
     return;
   }
+  // Each client costs the daemon about 4 descriptors, and libzmq aborts the process on EMFILE:
+  // max_clients (fd_budget.hpp) keeps it inside the open-file limit. A refused peer gets no
+  // record here; its ROUTER connection lasts only as long as it stays connected.
+  if (opts_.max_clients > 0 && clients_.size() >= static_cast<std::size_t>(opts_.max_clients)) {
+    ++clients_refused_;
+    if ((clients_refused_ & (clients_refused_ - 1)) == 0)  // the 1st, 2nd, 4th...: a flood logs little
+      spdlog::warn(
+          "refused client '{}' pid {}: {} clients connected, the most max_clients allows ({} refused)",
+          m.client_name, m.pid, clients_.size(), clients_refused_);
+    reply(rid, proto::Error{"too_many_clients",
+                            "zexecd serves at most " + std::to_string(opts_.max_clients) +
+                                " clients at once (max_clients) and has them all; try again later, or "
+                                "raise --max-clients / max_clients (its default follows the open-file "
+                                "limit: LimitNOFILE= in the unit, ulimit -n)"});
+    return;
+  }
   auto c = std::make_unique<Client>();
   c->id = next_client_id_++;
   c->routing_id = rid;
   c->name = m.client_name;
   c->pid = m.pid;
-  c->results = zmq::socket_t(ctx_, zmq::socket_type::push);
-  c->results.set(zmq::sockopt::sndhwm, 1000);
-  c->results.set(zmq::sockopt::linger, 0);
-  c->results.bind(results_endpoint_for(opts_.endpoint, c->id));
-  c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
+  try {
+    c->results = zmq::socket_t(ctx_, zmq::socket_type::push);
+    c->results.set(zmq::sockopt::sndhwm, 1000);
+    c->results.set(zmq::sockopt::linger, 0);
+    c->results.bind(results_endpoint_for(opts_.endpoint, c->id));
+    c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
+  } catch (const std::exception& e) {
+    // EMFILE (fds, or libzmq's socket limit) or anything else: this client is told, the rest go on.
+    auto* z = dynamic_cast<const zmq::error_t*>(&e);
+    bool exhausted = z && (z->num() == EMFILE || z->num() == ENFILE);
+    spdlog::error("client '{}' pid {}: cannot open its results socket: {}", m.client_name, m.pid, e.what());
+    reply(rid, proto::Error{exhausted ? "too_many_clients" : "results_socket_failed",
+                            std::string("zexecd cannot open a results socket for this client: ") + e.what() +
+                                (exhausted ? " (raise the open-file limit: LimitNOFILE= in the unit, "
+                                             "ulimit -n; or lower max_clients)"
+                                           : "")});
+    return;
+  }
   c->last_heard = c->last_sent = Clock::now();
   spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
   std::uint32_t workers = workers_.wanted_workers();

@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "broker.hpp"
+#include "fd_budget.hpp"
 #include "options.hpp"
 
 namespace {
@@ -44,12 +45,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::set_level(level);
+  // Before the broker opens anything: the soft open-file limit (1024 by default, under systemd
+  // too) runs out at a few hundred clients, and libzmq aborts on EMFILE. max_clients keeps the
+  // daemon inside what the limit allows.
+  const zexecd::FdBudget fds = zexecd::raise_fd_limit();
+  const zexecd::Note cap = zexecd::apply_client_cap(fds, opts, "start");
   try {
     // SIGHUP re-reads the same file and flags; invalid settings are logged and not applied.
-    auto reload = [argc, argv]() -> std::optional<zexecd::Options> {
+    auto reload = [argc, argv, fds]() -> std::optional<zexecd::Options> {
       zexecd::Options fresh;
       try {
         zexecd::parse_options(argc, argv, fresh);
+        zexecd::apply_client_cap(fds, fresh, "SIGHUP").log();  // the pools may have grown
         return fresh;
       } catch (const std::exception& e) {
         spdlog::error("reload: {}", e.what());
@@ -57,6 +64,8 @@ int main(int argc, char** argv) {
       }
     };
     zexecd::Broker broker(opts, reload);
+    fds.note.log();  // after the broker's first line, "zexecd listening on ..."
+    cap.log();
     return broker.run();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());

@@ -70,6 +70,10 @@ const Setting kSettings[] = {
             "on SIGTERM, how long running tasks may finish, ms"),
     integer("max_unacked_updates", &Options::max_unacked_updates, 1, 65536,
             "per client: result messages in flight awaiting ack"),
+    integer("max_clients", &Options::max_clients, 0, 1000000,
+            "most clients at once; a hello past it gets error too_many_clients (0 = what the open-file "
+            "limit allows, at 4 descriptors a client; a larger number is lowered to that; `status` shows "
+            "the figure in use)"),
     integer("metrics_port", &Options::metrics_port, 0, 65535,
             "serve Prometheus metrics on this HTTP port (0 = off)"),
     text("metrics_address", &Options::metrics_address, "address the metrics port listens on"),

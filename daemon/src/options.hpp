@@ -35,6 +35,7 @@ struct Options {
   int max_pending_per_client = 100000;  // unfinished tasks one client may have in the daemon
   int shutdown_grace_ms = 10000;        // on SIGTERM: how long running tasks may finish
   int max_unacked_updates = 64;         // per client: updates in flight before the daemon waits for acks
+  int max_clients = 0;  // clients connected at once; 0 = as many as the open-file limit allows (fd_budget)
   bool print_endpoint = false;
   int parent_pid = 0;           // stop when this process is no longer our parent (embedded daemons); 0 = off
   std::vector<PoolSpec> pools;  // more pools, each with its own command (the default one is above)
