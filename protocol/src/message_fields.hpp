@@ -28,9 +28,13 @@ inline constexpr auto kFields<Hello> = std::tuple{
 };
 template <>
 inline constexpr auto kFields<Welcome> = std::tuple{
-    field("client id", &Welcome::client_id),     field("results endpoint", &Welcome::results_endpoint),
-    field("workers", &Welcome::workers),         field("heartbeat_ms", &Welcome::heartbeat_ms),
+    field("client id", &Welcome::client_id),
+    field("results endpoint", &Welcome::results_endpoint),
+    field("workers", &Welcome::workers),
+    field("heartbeat_ms", &Welcome::heartbeat_ms),
     field("max_pending", &Welcome::max_pending),
+    added_field("max_unacked_updates", &Welcome::max_unacked_updates),
+    added_field("client_timeout_ms", &Welcome::client_timeout_ms),
 };
 template <>
 inline constexpr auto kFields<Submit> = std::tuple{field("tasks", &Submit::tasks)};

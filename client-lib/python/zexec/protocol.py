@@ -391,7 +391,8 @@ Welcome = _message(
     _F("workers", _UINT32),
     _F("heartbeat_ms", _UINT32),
     _F("max_pending", _UINT32),
-    )
+    _added("max_unacked_updates", _UINT32),
+    _added("client_timeout_ms", _UINT32))
 Submit = _message(SUBMIT, "submit", _F("tasks", _TASKS))
 Cancel = _message(CANCEL, "cancel", _F("request_id", _UINT64, "request id"), _F("task_ids", _IDS, "task ids"),
                   _F("force", _BOOL, default=False))

@@ -79,6 +79,9 @@ struct Welcome {
   std::uint32_t workers = 0;     // configured pool size
   std::uint32_t heartbeat_ms = 0;
   std::uint32_t max_pending = 0;  // most unfinished tasks the daemon accepts from this client
+  // Added to version 1 later: 0 when the daemon is older and did not send them (unknown).
+  std::uint32_t max_unacked_updates = 0;  // most updates it sends before it waits for an ack
+  std::uint32_t client_timeout_ms = 0;    // silence after which it forgets this client
 };
 struct Submit {
   std::vector<TaskSpec> tasks;
