@@ -4,9 +4,10 @@ Every message is one ZeroMQ frame holding one msgpack array ``[version, type, fi
 Messages are small frozen dataclasses (equality includes the class, so a ``Bye()`` never equals
 a ``Heartbeat()``), each made from its field table below (the same shape as the C++ one,
 protocol/src/message_fields.hpp): the table is the one place a message's fields are written, and
-``encode(msg)``, the ``encode_<name>(...)`` functions and ``decode(frame)`` all walk it. The bytes agree with the C++ encoder (protocol/src/protocol.cpp):
-minimal-width ints, ``str`` for text, ``bin`` for opaque bytes, task options in a fixed key order
-and only when nonzero. ``decode(frame)`` is strict: a wrong version, type, field count, field
+``encode(msg)``, the ``encode_<name>(...)`` functions and ``decode(frame)`` all walk it. The
+bytes agree with the C++ encoder (tests/vectors/protocol.txt holds both to it): minimal-width
+ints, ``str`` for text, ``bin`` for opaque bytes, task options in a fixed key order and only when
+nonzero. ``decode(frame)`` is strict: a wrong version, type, field count, field
 type or size limit raises :class:`ProtocolError` saying what was wrong, as the C++ decoder does.
 """
 
@@ -442,18 +443,27 @@ def type_name(type_id):
 # Values are checked before packing: a client validates what it sends, so that a refused frame
 # can never leave futures without an outcome (PROTOCOL.md section 6).
 
+def _pack(cls, values):
+    return msgpack.packb([VERSION, cls.TYPE, *[f.kind.pack(v, f.what) for f, v in zip(cls.FIELDS, values)]],
+                         use_bin_type=True)
+
+
 def encode(msg):
     """Encodes a message object (one of the classes above) into one frame."""
     cls = type(msg)
     if _CLASSES.get(getattr(cls, "TYPE", None)) is not cls:
         raise TypeError(f"not a zexec message: {cls.__name__}")
-    return msgpack.packb([VERSION, cls.TYPE, *(f.kind.pack(getattr(msg, f.attr), f.what) for f in cls.FIELDS)],
-                         use_bin_type=True)
+    return _pack(cls, [getattr(msg, f.attr) for f in cls.FIELDS])
 
 
 def _encoder(cls):
+    count = len(cls.FIELDS)
+
     def encode_message(*args, **kwargs):
-        return encode(cls(*args, **kwargs))
+        # Every field given in order (the usual call) skips building the message object.
+        if kwargs or len(args) != count:
+            return encode(cls(*args, **kwargs))
+        return _pack(cls, args)
     encode_message.__name__ = encode_message.__qualname__ = f"encode_{cls.NAME}"
     encode_message.__doc__ = f"encode({cls.__name__}(...)): {', '.join(f.attr for f in cls.FIELDS) or 'no fields'}."
     return encode_message
