@@ -6,6 +6,8 @@
 
 #include <msgpack.hpp>
 #include <random>
+#include <set>
+#include <utility>
 
 namespace proto = zexec::proto;
 
@@ -46,8 +48,10 @@ TEST(Protocol, ClientMessagesRoundTrip) {
   EXPECT_EQ(h.client_name, "producer");
   EXPECT_EQ(h.pid, 4242);
 
-  auto w = round_trip(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 10, 1000, 50000});
+  auto w = round_trip(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 10, 1000, 50000, 64, 5000});
   EXPECT_EQ(w.max_pending, 50000u);
+  EXPECT_EQ(w.max_unacked_updates, 64u);
+  EXPECT_EQ(w.client_timeout_ms, 5000u);
   EXPECT_EQ(w.client_id, 7u);
   EXPECT_EQ(w.results_endpoint, "ipc:///run/zexec/zexecd.sock.r7");
   EXPECT_EQ(w.workers, 10u);
@@ -121,6 +125,79 @@ TEST(Protocol, WorkerMessagesRoundTrip) {
   EXPECT_EQ(round_trip(proto::Tasks{{{(7ull << 32) | 3, "noop", pack(), 0}}}).tasks[0].id, (7ull << 32) | 3);
   EXPECT_EQ(round_trip(proto::Revoke{{1}}).task_ids, (std::vector<std::uint64_t>{1}));
   round_trip(proto::Shutdown{});
+}
+
+// A newer client meets an older daemon: its 5-field welcome is taken, the fields added since
+// are 0 (unknown). Fewer fields than the first form, or more than this version knows, are not.
+TEST(Protocol, WelcomeIsReadInItsOlderShorterFormToo) {
+  const std::string ep = "ipc:///x.r1";
+  proto::Decoded old = proto::decode(pack(1, 2, 7, ep, 4, 1000, 100));
+  ASSERT_TRUE(old) << old.error;
+  auto w = std::get<proto::Welcome>(*old.message);
+  EXPECT_EQ(w.client_id, 7u);
+  EXPECT_EQ(w.max_pending, 100u);
+  EXPECT_EQ(w.max_unacked_updates, 0u);
+  EXPECT_EQ(w.client_timeout_ms, 0u);
+  // It re-encodes in the current form, all seven fields.
+  EXPECT_EQ(proto::encode(w), pack(1, 2, 7, ep, 4, 1000, 100, 0, 0));
+
+  proto::Decoded six = proto::decode(pack(1, 2, 7, ep, 4, 1000, 100, 64));
+  ASSERT_TRUE(six) << six.error;
+  EXPECT_EQ(std::get<proto::Welcome>(*six.message).max_unacked_updates, 64u);
+  EXPECT_EQ(std::get<proto::Welcome>(*six.message).client_timeout_ms, 0u);
+
+  proto::Decoded now = proto::decode(pack(1, 2, 7, ep, 4, 1000, 100, 64, 5000));
+  ASSERT_TRUE(now) << now.error;
+  EXPECT_EQ(std::get<proto::Welcome>(*now.message).client_timeout_ms, 5000u);
+
+  EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000)), "welcome: 4 fields, expected 5..7");
+  EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000, 100, 64, 5000, 1)), "welcome: 8 fields, expected 5..7");
+  EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000, 100, std::string("64"))),
+            "max_unacked_updates: expected a non-negative int, got str");
+  EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000, 100, 64, std::uint64_t{1} << 32)),
+            "client_timeout_ms: 4294967296 is out of range");
+}
+
+// The message list is the one source: every alternative of Message has its own Type and name,
+// encodes with that type number and decodes back to itself, and a frame one field short of it
+// is refused (so no message silently lost its field table).
+TEST(Protocol, EveryMessageOfTheListEncodesAndDecodesAsItself) {
+  std::set<std::string> names;
+  std::set<proto::Type> types;
+  auto check = [&](const proto::Message& m) {
+    proto::Type t = proto::type_of(m);
+    std::string name = proto::type_name(t);
+    EXPECT_NE(name, "unknown");
+    EXPECT_TRUE(names.insert(name).second) << "two messages named " << name;
+    EXPECT_TRUE(types.insert(t).second) << name << ": its type number is taken";
+    std::string bytes = proto::encode(m);
+    msgpack::object_handle oh = msgpack::unpack(bytes.data(), bytes.size());
+    const auto& a = oh.get().via.array;
+    ASSERT_GE(a.size, 2u);
+    EXPECT_EQ(a.ptr[1].as<int>(), static_cast<int>(t)) << name;
+    proto::Decoded d = proto::decode(bytes);
+    ASSERT_TRUE(d) << name << ": " << d.error;
+    EXPECT_EQ(d.message->index(), m.index()) << name;
+    EXPECT_EQ(proto::encode(*d.message), bytes) << name;
+    if (a.size > 2) {  // the frame without its last field
+      msgpack::sbuffer buf;
+      msgpack::packer<msgpack::sbuffer> pk(buf);
+      pk.pack_array(a.size - 1);
+      for (std::uint32_t i = 0; i + 1 < a.size; ++i) pk.pack(a.ptr[i]);
+      bool shortened_ok = proto::decode(std::string_view(buf.data(), buf.size())).message.has_value();
+      EXPECT_EQ(shortened_ok, t == proto::Type::welcome) << name << " (only welcome's last field was added)";
+    }
+  };
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (check(proto::Message{std::in_place_index<I>}), ...);
+  }
+  (std::make_index_sequence<std::variant_size_v<proto::Message>>());
+  EXPECT_EQ(names.size(), std::variant_size_v<proto::Message>);
+  // Type numbers the list does not name are refused, as unknown.
+  for (int n = 0; n < 256; ++n)
+    if (!types.count(static_cast<proto::Type>(n))) {
+      EXPECT_EQ(refused(pack(1, n)), "unknown message type " + std::to_string(n));
+    }
 }
 
 TEST(Protocol, TypeNames) {
@@ -225,10 +302,11 @@ TEST(Protocol, RandomBytesNeverCrash) {
       frame[rng() % frame.size()] = static_cast<char>(rng());
     if (rng() % 4 == 0) frame.resize(rng() % frame.size());
     proto::Decoded d = proto::decode(frame);
-    if (d)
+    if (d) {
       ++accepted;
-    else
+    } else {
       EXPECT_FALSE(d.error.empty());
+    }
   }
   EXPECT_LT(accepted, 20000);
 }
@@ -266,7 +344,9 @@ TEST(Protocol, FastPathDecodesBatchesAsTheGeneralDecoderDoes) {
     proto::Decoded d = proto::decode(frame), g = proto::detail::decode_generic(frame);
     ASSERT_EQ(bool(d), bool(g)) << d.error << " / " << g.error;
     EXPECT_EQ(d.error, g.error);
-    if (d) EXPECT_EQ(proto::encode(*d.message), proto::encode(*g.message));
+    if (d) {
+      EXPECT_EQ(proto::encode(*d.message), proto::encode(*g.message));
+    }
   };
   // Frames near the fast path's shapes that the general decoder refuses, each for its reason.
   std::vector<std::string> hostile = {

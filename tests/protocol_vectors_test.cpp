@@ -78,8 +78,8 @@ std::vector<Vector> good_vectors() {
   const std::uint64_t handle = (1ULL << 32) | 1;  // daemon handles: generation << 32 | slot
   return {
       {"hello", R"([1, 1, "demo", 4242])", proto::encode(proto::Hello{"demo", 4242})},
-      {"welcome", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000])",
-       proto::encode(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000})},
+      {"welcome", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000])",
+       proto::encode(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000})},
       {"submit", R"([1, 3, [[1, "echo", b"\x92\x01\xa1a"]]])",
        proto::encode(proto::Submit{{task(1, "echo", kArgs)}})},
       {"submit_options",
@@ -138,6 +138,23 @@ std::vector<Vector> good_vectors() {
   };
 }
 
+// Frames in an older, shorter form of a message (before trailing fields were added to it):
+// every decoder accepts them, with the added fields 0, and re-encodes them in the current form.
+struct OlderVector {
+  const char* name;
+  const char* literal;
+  std::string bytes;
+  proto::Message as;  // what it decodes to
+};
+
+std::vector<OlderVector> older_vectors() {
+  return {
+      {"welcome_5_fields", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000])",
+       raw(1, 2, 7, std::string("ipc:///run/zexec/zexecd.sock.r7"), 4, 1000, 100000),
+       proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 0, 0}},
+  };
+}
+
 std::vector<Vector> bad_vectors() {
   msgpack::sbuffer b;
   msgpack::packer<msgpack::sbuffer> pk(b);
@@ -179,6 +196,10 @@ std::vector<Vector> bad_vectors() {
        raw(1, 3, std::vector<std::tuple<int, std::string, int>>{{1, "echo", 5}})},
       {"unknown_option", R"([1, 3, [[1, "echo", b"\x90", {"bogus": 1}]]])", unknown_option},
       {"unknown_event_kind", R"([1, 10, 1, [[1, 9]]])", bad_event_kind},
+      {"welcome_4_fields", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000])",
+       raw(1, 2, 7, std::string("ipc:///run/zexec/zexecd.sock.r7"), 4, 1000)},
+      {"welcome_8_fields", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 1])",
+       raw(1, 2, 7, std::string("ipc:///run/zexec/zexecd.sock.r7"), 4, 1000, 100000, 64, 5000, 1)},
   };
 }
 
@@ -197,16 +218,19 @@ std::string write_file() {
   out << "# zexec protocol version 1: shared test vectors (see tests/protocol_vectors_test.cpp and\n"
          "# tests/python/test_vectors.py). Each vector is a comment with the message as a Python literal,\n"
          "# then `NAME HEX`: the exact bytes every encoder must produce for it. `bad NAME HEX` lines are\n"
-         "# frames every decoder must refuse. Map keys are written in the order shown, zero options "
-         "omitted.\n";
+         "# frames every decoder must refuse. `old NAME HEX` lines are a message in an older, shorter form\n"
+         "# (before trailing fields were added): every decoder accepts them, the added fields 0.\n"
+         "# Map keys are written in the order shown, zero options omitted.\n";
   for (const auto& v : good_vectors())
     out << "# " << v.name << ": " << v.literal << "\n" << v.name << " " << hex(v.bytes) << "\n";
+  for (const auto& v : older_vectors())
+    out << "# old " << v.name << ": " << v.literal << "\nold " << v.name << " " << hex(v.bytes) << "\n";
   for (const auto& v : bad_vectors())
     out << "# bad " << v.name << ": " << v.literal << "\nbad " << v.name << " " << hex(v.bytes) << "\n";
   return out.str();
 }
 
-// name -> hex, from the file; "bad NAME" keys for the refused frames.
+// name -> hex, from the file; "bad NAME" keys for the refused frames, "old NAME" for the older forms.
 std::map<std::string, std::string> read_file() {
   std::ifstream in(kVectorFile);
   EXPECT_TRUE(in) << "cannot read " << kVectorFile;
@@ -216,9 +240,10 @@ std::map<std::string, std::string> read_file() {
     std::istringstream words(line);
     std::string name, bytes;
     words >> name;
-    if (name == "bad") {
+    if (name == "bad" || name == "old") {
+      std::string kind = name;
       words >> name;
-      name = "bad " + name;
+      name = kind + " " + name;
     }
     words >> bytes;
     EXPECT_TRUE(v.emplace(name, bytes).second) << "vector listed twice: " << name;
@@ -244,6 +269,15 @@ TEST(ProtocolVectors, FileMatchesTheEncoder) {
     ASSERT_TRUE(d) << v.name << ": " << d.error;
     EXPECT_EQ(proto::encode(*d.message), v.bytes) << v.name << " does not survive decode + encode";
   }
+  for (const auto& v : older_vectors()) {
+    ++expected;
+    auto it = file.find(std::string("old ") + v.name);
+    ASSERT_NE(it, file.end()) << "missing from the file: old " << v.name;
+    EXPECT_EQ(it->second, hex(v.bytes));
+    proto::Decoded d = proto::decode(v.bytes);
+    ASSERT_TRUE(d) << "old " << v.name << ": " << d.error;
+    EXPECT_EQ(proto::encode(*d.message), proto::encode(v.as)) << "old " << v.name << " decodes otherwise";
+  }
   for (const auto& v : bad_vectors()) {
     ++expected;
     auto it = file.find(std::string("bad ") + v.name);
@@ -255,12 +289,22 @@ TEST(ProtocolVectors, FileMatchesTheEncoder) {
   EXPECT_EQ(file.size(), expected) << "the file has vectors this test does not know";
 }
 
-TEST(ProtocolVectors, EveryMessageTypeHasAVector) {
+// The file, not only this test's list, holds a message of every type in the message list.
+TEST(ProtocolVectors, TheFileHasAMessageOfEveryType) {
   std::set<proto::Type> seen;
-  for (const auto& v : good_vectors()) {
-    proto::Decoded d = proto::decode(v.bytes);
-    ASSERT_TRUE(d) << v.name;
+  for (const auto& [name, hexs] : read_file()) {
+    if (name.rfind("bad ", 0) == 0 || name.rfind("old ", 0) == 0) continue;
+    std::string bytes;
+    for (std::size_t i = 0; i + 1 < hexs.size(); i += 2)
+      bytes += static_cast<char>(std::stoi(hexs.substr(i, 2), nullptr, 16));
+    proto::Decoded d = proto::decode(bytes);
+    ASSERT_TRUE(d) << name << ": " << d.error;
     seen.insert(proto::type_of(*d.message));
   }
-  EXPECT_EQ(seen.size(), std::variant_size_v<proto::Message>);
+  std::set<proto::Type> all;
+#define ZEXEC_PROTO_TYPE(Struct, name, number) all.insert(proto::Type::name);
+  ZEXEC_PROTO_MESSAGES(ZEXEC_PROTO_TYPE)
+#undef ZEXEC_PROTO_TYPE
+  EXPECT_EQ(all.size(), std::variant_size_v<proto::Message>);
+  EXPECT_EQ(seen, all);
 }

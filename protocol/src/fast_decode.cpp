@@ -17,10 +17,10 @@ namespace zexec::proto::detail {
 
 namespace {
 
-// The general decoder's limits (decode() in protocol.cpp): beyond them, it decides.
-constexpr std::uint32_t kMaxArray = 1u << 20;
-constexpr std::uint32_t kMaxStr = 1u << 20;
-constexpr std::uint64_t kMaxBin = static_cast<std::uint64_t>(kMaxMessageBytes);
+// The general decoder's limits: beyond them, it decides.
+using limits::kMaxArray;
+using limits::kMaxBin;
+using limits::kMaxStr;
 
 class Reader {
  public:

@@ -12,7 +12,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -DMSGPACK_NO_BOOST -I"$root/protocol/include" \
-  "$here/protocol_fuzz.cpp" "$root/protocol/src/protocol.cpp" "$root/protocol/src/fast_decode.cpp" -o "$work/protocol_fuzz"
+  "$here/protocol_fuzz.cpp" "$root"/protocol/src/*.cpp -o "$work/protocol_fuzz"
 mkdir -p "$work/corpus"
 cp "$here"/corpus/*.bin "$work/corpus/"
 "$work/protocol_fuzz" -max_total_time="$seconds" -rss_limit_mb=1024 -print_final_stats=1 "$work/corpus" \

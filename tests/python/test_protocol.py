@@ -7,7 +7,7 @@ import pytest
 from zexec import protocol as p
 
 ALL = [
-    p.Hello("client", -1), p.Welcome(1, "tcp://127.0.0.1:5555", 2, 1000, 10),
+    p.Hello("client", -1), p.Welcome(1, "tcp://127.0.0.1:5555", 2, 1000, 10, 64, 5000),
     p.Submit([p.Task(1, "n", b"\x90"), p.Task(2, "m", b"\x91\x01", {"crash_retries": 4})]),
     p.Cancel(1, [], True), p.CancelReply(2, [(5, 1)]), p.Ack(0), p.Heartbeat(), p.Bye(),
     p.Error("c", "m"), p.Update(2**64 - 1, []), p.Status(), p.StatusReply(b""), p.Drain(),
@@ -22,6 +22,40 @@ def test_round_trip(msg):
     frame = p.encode(msg)
     assert p.decode(frame) == msg
     assert msgpack.unpackb(frame, raw=False)[:2] == [1, msg.TYPE]
+
+
+def test_every_message_type_has_one_class_from_the_table():
+    # The table is the one source: each type number has its class, named after it, which
+    # round-trips (ALL above holds one of each) and refuses a frame one required field short.
+    classes = [p.message_class(t) for t in range(256) if p.type_name(t) != f"unknown type {t}"]
+    assert sorted(c.NAME for c in classes) == sorted(m.NAME for m in ALL)
+    for cls in classes:
+        assert getattr(p, cls.__name__) is cls and cls.__name__ in p.__all__
+        assert callable(getattr(p, f"encode_{cls.NAME}"))
+        assert [f.attr for f in cls.FIELDS] == list(cls.__dataclass_fields__)
+    for msg in ALL:
+        frame = msgpack.unpackb(p.encode(msg), raw=False)
+        if len(frame) > 2 and msg.NAME != "welcome":
+            with pytest.raises(p.ProtocolError, match=f"{msg.NAME}: {len(frame) - 3} fields"):
+                p.decode(msgpack.packb(frame[:-1], use_bin_type=True))
+
+
+def test_welcome_in_its_older_five_field_form_is_accepted():
+    # A newer client meets an older daemon: the fields added since are 0 (unknown).
+    old = p.decode(pk(1, 2, 7, "ipc:///x.r7", 4, 1000, 100))
+    assert old == p.Welcome(7, "ipc:///x.r7", 4, 1000, 100)
+    assert (old.max_unacked_updates, old.client_timeout_ms) == (0, 0)
+    assert p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64)).max_unacked_updates == 64
+    new = p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000))
+    assert (new.max_unacked_updates, new.client_timeout_ms) == (64, 5000)
+    assert p.encode_welcome(7, "ep", 4, 1000, 100) == pk(1, 2, 7, "ep", 4, 1000, 100, 0, 0)
+    for frame, why in [(pk(1, 2, 7, "ep", 4, 1000), "welcome: 4 fields, expected 5..7"),
+                       (pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000, 1), "welcome: 8 fields, expected 5..7"),
+                       (pk(1, 2, 7, "ep", 4, 1000, 100, "64"), "max_unacked_updates: expected a non-negative int"),
+                       (pk(1, 2, 7, "ep", 4, 1000, 100, 64, 2**32), "client_timeout_ms: 4294967296 is out of range")]:
+        with pytest.raises(p.ProtocolError) as info:
+            p.decode(frame)
+        assert why in str(info.value)
 
 
 def test_messages_of_different_types_never_compare_equal():

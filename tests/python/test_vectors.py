@@ -15,7 +15,7 @@ BIG = 4294967297  # 2**32 + 1: needs uint64
 # Our own description of every vector, keyed by name (independent of the file's comments).
 EXPECTED = {
     "hello": p.Hello("demo", 4242),
-    "welcome": p.Welcome(7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000),
+    "welcome": p.Welcome(7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000),
     "submit": p.Submit([p.Task(1, "echo", ARGS)]),
     "submit_options": p.Submit([
         p.Task(1, "echo", ARGS),
@@ -56,7 +56,7 @@ EXPECTED = {
 # The same messages through the explicit encode_* functions (the API a client/worker calls).
 BUILD = {
     "hello": lambda: p.encode_hello("demo", 4242),
-    "welcome": lambda: p.encode_welcome(7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000),
+    "welcome": lambda: p.encode_welcome(7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000),
     "submit": lambda: p.encode_submit([(1, "echo", ARGS)]),
     "submit_options": lambda: p.encode_submit([
         (1, "echo", ARGS),
@@ -90,45 +90,51 @@ BUILD = {
     "shutdown": p.encode_shutdown,
 }
 
+# `old` vectors: older, shorter forms of a message, which decode with the added fields 0.
+OLDER = {
+    "welcome_5_fields": p.Welcome(7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 0, 0),
+}
+
 
 def load():
     if not os.path.exists(VECTORS):
         pytest.skip(f"shared protocol vectors not found at {VECTORS}: nothing to check against")
-    good, bad = {}, {}
+    good, bad, old = {}, {}, {}
     with open(VECTORS) as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip() or line.startswith("#"):
                 continue
             words = line.split()
-            if words[0] == "bad":
+            if words[0] in ("bad", "old"):
                 assert len(words) in (2, 3), f"{VECTORS}:{n}: bad line: {line!r}"
-                table, name, hexs = bad, words[1], words[2] if len(words) == 3 else ""
+                table = bad if words[0] == "bad" else old
+                name, hexs = words[1], words[2] if len(words) == 3 else ""
             else:
                 assert len(words) == 2, f"{VECTORS}:{n}: bad line: {line!r}"
                 table, (name, hexs) = good, words
             assert name not in table, f"{VECTORS}:{n}: duplicate vector {name}"
             table[name] = bytes.fromhex(hexs)
     assert good, f"{VECTORS} holds no vectors"
-    return good, bad
+    return good, bad, old
 
 
 def test_vector_names_match_our_table():
-    good, _ = load()
+    good, _, _ = load()
     assert sorted(set(good) - set(EXPECTED)) == [], "vectors our table lacks (add them to EXPECTED/BUILD)"
     assert sorted(set(EXPECTED) - set(good)) == [], "our table has vectors the file lacks"
     assert set(BUILD) == set(EXPECTED)
 
 
 def test_encode_matches_vectors_byte_for_byte():
-    good, _ = load()
+    good, _, _ = load()
     for name, frame in good.items():
         assert p.encode(EXPECTED[name]) == frame, f"encode({name}) differs from the vector"
         assert BUILD[name]() == frame, f"encode_{name}(...) differs from the vector"
 
 
 def test_decode_vectors():
-    good, _ = load()
+    good, _, _ = load()
     for name, frame in good.items():
         msg = p.decode(frame)
         assert msg == EXPECTED[name], f"decode({name}) = {msg!r}"
@@ -136,7 +142,7 @@ def test_decode_vectors():
 
 
 def test_bad_frames_are_refused():
-    _, bad = load()
+    _, bad, _ = load()
     assert bad, "the vector file has no bad frames"
     accepted = []
     for name, frame in bad.items():
@@ -147,3 +153,21 @@ def test_bad_frames_are_refused():
         else:
             accepted.append(f"{name} -> {msg!r}")
     assert not accepted, f"bad frames accepted: {accepted}"
+
+
+def test_older_forms_are_accepted_with_the_added_fields_zero():
+    _, _, old = load()
+    assert set(old) == set(OLDER)
+    for name, frame in old.items():
+        msg = p.decode(frame)
+        assert msg == OLDER[name], f"decode(old {name}) = {msg!r}"
+        assert len(p.encode(msg)) > len(frame), "re-encoded in the current, longer form"
+
+
+def test_the_file_has_a_message_of_every_type():
+    good, _, _ = load()
+    types = {p.decode(frame).TYPE for frame in good.values()}
+    every = {p.HELLO, p.WELCOME, p.SUBMIT, p.CANCEL, p.CANCEL_REPLY, p.ACK, p.HEARTBEAT, p.BYE, p.ERROR,
+             p.UPDATE, p.STATUS, p.STATUS_REPLY, p.DRAIN, p.ADMIN_CANCEL, p.WORKER_HELLO, p.WORKER_EVENTS,
+             p.WORKER_REVOKED, p.TASKS, p.REVOKE, p.SHUTDOWN}
+    assert types == every

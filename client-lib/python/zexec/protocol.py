@@ -2,14 +2,18 @@
 
 Every message is one ZeroMQ frame holding one msgpack array ``[version, type, field...]``.
 Messages are small frozen dataclasses (equality includes the class, so a ``Bye()`` never equals
-a ``Heartbeat()``); ``encode_<name>(...)`` functions build frames directly and ``encode(msg)``
-encodes a message object. The bytes agree with the C++ encoder (protocol/src/protocol.cpp):
-minimal-width ints, ``str`` for text, ``bin`` for opaque bytes, task options in a fixed key order
-and only when nonzero. ``decode(frame)`` is strict: a wrong version, type, field count, field
+a ``Heartbeat()``), each made from its field table below (the same shape as the C++ one,
+protocol/src/message_fields.hpp): the table is the one place a message's fields are written, and
+``encode(msg)``, the ``encode_<name>(...)`` functions and ``decode(frame)`` all walk it. The
+bytes agree with the C++ encoder (tests/vectors/protocol.txt holds both to it): minimal-width
+ints, ``str`` for text, ``bin`` for opaque bytes, task options in a fixed key order and only when
+nonzero. ``decode(frame)`` is strict: a wrong version, type, field count, field
 type or size limit raises :class:`ProtocolError` saying what was wrong, as the C++ decoder does.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
+from typing import NamedTuple
+
 import msgpack
 
 from ._errors import ProtocolError
@@ -53,7 +57,7 @@ _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
-# The C++ decoder's limits (protocol.cpp: msgpack::unpack_limit). Python's msgpack has no depth
+# The C++ decoder's limits (protocol/include/zexec/detail/limits.hpp). Python's msgpack has no depth
 # limit below its own stack size, but no valid message nests deeper than 4 levels, and a deeper
 # frame always fails a field type check below, so the outcome (refused) is the same.
 _UNPACK_LIMITS = dict(
@@ -65,7 +69,7 @@ _UNPACK_LIMITS = dict(
 )
 
 
-# ---- message classes ------------------------------------------------------------------------
+# ---- records ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Task:
@@ -89,150 +93,6 @@ class Event:
     error_message: str = ""
 
 
-def _message(type_id, name):
-    def wrap(cls):
-        cls = dataclass(frozen=True)(cls)
-        cls.TYPE = type_id
-        cls.NAME = name
-        return cls
-    return wrap
-
-
-@_message(HELLO, "hello")
-class Hello:
-    client_name: str
-    pid: int
-
-
-@_message(WELCOME, "welcome")
-class Welcome:
-    client_id: int
-    results_endpoint: str
-    workers: int
-    heartbeat_ms: int
-    max_pending: int
-
-
-@_message(SUBMIT, "submit")
-class Submit:
-    tasks: list
-
-
-@_message(CANCEL, "cancel")
-class Cancel:
-    request_id: int
-    task_ids: list
-    force: bool
-
-
-@_message(CANCEL_REPLY, "cancel_reply")
-class CancelReply:
-    request_id: int
-    outcomes: list  # [(task_id, outcome), ...]
-
-
-@_message(ACK, "ack")
-class Ack:
-    seq: int
-
-
-@_message(HEARTBEAT, "heartbeat")
-class Heartbeat:
-    pass
-
-
-@_message(BYE, "bye")
-class Bye:
-    pass
-
-
-@_message(ERROR, "error")
-class Error:
-    code: str
-    message: str
-
-
-@_message(UPDATE, "update")
-class Update:
-    seq: int
-    events: list
-
-
-@_message(STATUS, "status")
-class Status:
-    pass
-
-
-@_message(STATUS_REPLY, "status_reply")
-class StatusReply:
-    body: bytes  # msgpack map; msgpack.unpackb(body, raw=False) to read it
-
-
-@_message(DRAIN, "drain")
-class Drain:
-    pass
-
-
-@_message(ADMIN_CANCEL, "admin_cancel")
-class AdminCancel:
-    request_id: int
-    client_id: int
-    task_ids: list
-    force: bool
-
-
-@_message(WORKER_HELLO, "worker_hello")
-class WorkerHello:
-    worker_id: int
-    pid: int
-    capacity: int
-    task_names: list
-
-
-@_message(WORKER_EVENTS, "worker_events")
-class WorkerEvents:
-    worker_id: int
-    busy_us: int
-    events: list
-
-
-@_message(WORKER_REVOKED, "worker_revoked")
-class WorkerRevoked:
-    worker_id: int
-    task_ids: list
-
-
-@_message(TASKS, "tasks")
-class Tasks:
-    tasks: list
-
-
-@_message(REVOKE, "revoke")
-class Revoke:
-    task_ids: list
-
-
-@_message(SHUTDOWN, "shutdown")
-class Shutdown:
-    pass
-
-
-_CLASSES = {c.TYPE: c for c in (
-    Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Update, Status,
-    StatusReply, Drain, AdminCancel, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke,
-    Shutdown)}
-
-
-def message_class(type_id):
-    """The message class of a type number (KeyError for an unknown one)."""
-    return _CLASSES[type_id]
-
-
-def type_name(type_id):
-    cls = _CLASSES.get(type_id)
-    return cls.NAME if cls else f"unknown type {type_id}"
-
-
 def default_endpoint():
     """Where zexecd listens unless told otherwise (zexecd --help): ipc:///run/zexec/zexecd.sock
     as root, else ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock (/tmp without it)."""
@@ -243,7 +103,7 @@ def default_endpoint():
     return f"ipc://{base}/zexec/zexecd.sock"
 
 
-# ---- encoding -------------------------------------------------------------------------------
+# ---- checking values on the way out ---------------------------------------------------------
 # Values are checked before packing: a client validates what it sends, so that a refused frame
 # can never leave futures without an outcome (PROTOCOL.md section 6).
 
@@ -330,132 +190,7 @@ def _ids(v, what):
     return [_uint(i, what) for i in v]
 
 
-def _frame(type_id, *fields):
-    return msgpack.packb([VERSION, type_id, *fields], use_bin_type=True)
-
-
-def encode_hello(client_name, pid):
-    return _frame(HELLO, _str(client_name, "client name"), _int(pid, "pid"))
-
-
-def encode_welcome(client_id, results_endpoint, workers, heartbeat_ms, max_pending):
-    return _frame(WELCOME, _uint(client_id, "client id"), _str(results_endpoint, "results endpoint"),
-                  _uint(workers, "workers", _U32), _uint(heartbeat_ms, "heartbeat_ms", _U32),
-                  _uint(max_pending, "max_pending", _U32))
-
-
-def encode_submit(tasks):
-    """``tasks``: Task objects or ``(id, name, args_bytes[, options_dict])`` tuples."""
-    return _frame(SUBMIT, [_task_obj(t) for t in tasks])
-
-
-def encode_cancel(request_id, task_ids, force=False):
-    return _frame(CANCEL, _uint(request_id, "request id"), _ids(task_ids, "task ids"), _bool(force, "force"))
-
-
-def encode_cancel_reply(request_id, outcomes):
-    return _frame(CANCEL_REPLY, _uint(request_id, "request id"),
-                  [[_uint(i, "task id"), _uint(o, "cancel outcome", 2)] for i, o in outcomes])
-
-
-def encode_ack(seq):
-    return _frame(ACK, _uint(seq, "seq"))
-
-
-def encode_heartbeat():
-    return _frame(HEARTBEAT)
-
-
-def encode_bye():
-    return _frame(BYE)
-
-
-def encode_error(code, message):
-    return _frame(ERROR, _str(code, "error code"), _str(message, "error message"))
-
-
-def encode_update(seq, events):
-    return _frame(UPDATE, _uint(seq, "seq"), [_event_obj(e) for e in events])
-
-
-def encode_status():
-    return _frame(STATUS)
-
-
-def encode_status_reply(body):
-    return _frame(STATUS_REPLY, _bytes(body, "status body"))
-
-
-def encode_drain():
-    return _frame(DRAIN)
-
-
-def encode_admin_cancel(request_id, client_id, task_ids, force=False):
-    return _frame(ADMIN_CANCEL, _uint(request_id, "request id"), _uint(client_id, "client id"),
-                  _ids(task_ids, "task ids"), _bool(force, "force"))
-
-
-def encode_worker_hello(worker_id, pid, capacity, task_names):
-    return _frame(WORKER_HELLO, _uint(worker_id, "worker id"), _int(pid, "pid"),
-                  _uint(capacity, "capacity", _U32), [_str(n, "task name") for n in task_names])
-
-
-def encode_worker_events(worker_id, busy_us, events):
-    return _frame(WORKER_EVENTS, _uint(worker_id, "worker id"), _uint(busy_us, "busy_us"),
-                  [_event_obj(e) for e in events])
-
-
-def encode_worker_revoked(worker_id, task_ids):
-    return _frame(WORKER_REVOKED, _uint(worker_id, "worker id"), _ids(task_ids, "task ids"))
-
-
-def encode_tasks(tasks):
-    return _frame(TASKS, [_task_obj(t) for t in tasks])
-
-
-def encode_revoke(task_ids):
-    return _frame(REVOKE, _ids(task_ids, "task ids"))
-
-
-def encode_shutdown():
-    return _frame(SHUTDOWN)
-
-
-_ENCODERS = {
-    Hello: lambda m: encode_hello(m.client_name, m.pid),
-    Welcome: lambda m: encode_welcome(m.client_id, m.results_endpoint, m.workers, m.heartbeat_ms,
-                                      m.max_pending),
-    Submit: lambda m: encode_submit(m.tasks),
-    Cancel: lambda m: encode_cancel(m.request_id, m.task_ids, m.force),
-    CancelReply: lambda m: encode_cancel_reply(m.request_id, m.outcomes),
-    Ack: lambda m: encode_ack(m.seq),
-    Heartbeat: lambda m: encode_heartbeat(),
-    Bye: lambda m: encode_bye(),
-    Error: lambda m: encode_error(m.code, m.message),
-    Update: lambda m: encode_update(m.seq, m.events),
-    Status: lambda m: encode_status(),
-    StatusReply: lambda m: encode_status_reply(m.body),
-    Drain: lambda m: encode_drain(),
-    AdminCancel: lambda m: encode_admin_cancel(m.request_id, m.client_id, m.task_ids, m.force),
-    WorkerHello: lambda m: encode_worker_hello(m.worker_id, m.pid, m.capacity, m.task_names),
-    WorkerEvents: lambda m: encode_worker_events(m.worker_id, m.busy_us, m.events),
-    WorkerRevoked: lambda m: encode_worker_revoked(m.worker_id, m.task_ids),
-    Tasks: lambda m: encode_tasks(m.tasks),
-    Revoke: lambda m: encode_revoke(m.task_ids),
-    Shutdown: lambda m: encode_shutdown(),
-}
-
-
-def encode(msg):
-    """Encodes a message object (one of the classes above) into one frame."""
-    try:
-        enc = _ENCODERS[type(msg)]
-    except KeyError:
-        raise TypeError(f"not a zexec message: {type(msg).__name__}") from None
-    return enc(msg)
-
-
-# ---- decoding -------------------------------------------------------------------------------
+# ---- reading values on the way in -----------------------------------------------------------
 
 def _kind(o):
     if o is None:
@@ -574,49 +309,178 @@ def _get_events(o):
     return [_get_event(e) for e in _get_array(o, "events")]
 
 
-def _cancel_reply(f):
+def _get_outcomes(o, what):
     outcomes = []
-    for p in _get_array(f[1], "outcomes"):
-        p = _get_array(p, "outcome", 2, 2)
-        outcomes.append((_get_uint(p[0], "task id"), _get_uint(p[1], "cancel outcome", 2)))
-    return CancelReply(_get_uint(f[0], "request id"), outcomes)
+    for pair in _get_array(o, what):
+        pair = _get_array(pair, "outcome", 2, 2)
+        outcomes.append((_get_uint(pair[0], "task id"), _get_uint(pair[1], "cancel outcome", 2)))
+    return outcomes
 
 
-def _worker_hello(f):
-    return WorkerHello(_get_uint(f[0], "worker id"), _get_int(f[1], "pid"),
-                       _get_uint(f[2], "capacity", _U32),
-                       [_get_str(n, "task name") for n in _get_array(f[3], "task names")])
+# ---- kinds of field value ---------------------------------------------------------------------
+# A kind says how a value is checked and written (pack) and how it is read back (get); both take
+# the field's name for their error messages.
+
+class _Kind(NamedTuple):
+    pack: object  # (value, what) -> the value to msgpack; TypeError/ValueError when it is wrong
+    get: object   # (msgpack object, what) -> the value; ProtocolError when it is wrong
 
 
-# type -> (field count, builder). Fields are checked in order, as the C++ decoder does.
-_DECODERS = {
-    HELLO: (2, lambda f: Hello(_get_str(f[0], "client name"), _get_int(f[1], "pid"))),
-    WELCOME: (5, lambda f: Welcome(_get_uint(f[0], "client id"), _get_str(f[1], "results endpoint"),
-                                   _get_uint(f[2], "workers", _U32), _get_uint(f[3], "heartbeat_ms", _U32),
-                                   _get_uint(f[4], "max_pending", _U32))),
-    SUBMIT: (1, lambda f: Submit(_get_tasks(f[0]))),
-    CANCEL: (3, lambda f: Cancel(_get_uint(f[0], "request id"), _get_ids(f[1], "task ids"),
-                                 _get_bool(f[2], "force"))),
-    CANCEL_REPLY: (2, _cancel_reply),
-    ACK: (1, lambda f: Ack(_get_uint(f[0], "seq"))),
-    HEARTBEAT: (0, lambda f: Heartbeat()),
-    BYE: (0, lambda f: Bye()),
-    ERROR: (2, lambda f: Error(_get_str(f[0], "error code"), _get_str(f[1], "error message"))),
-    UPDATE: (2, lambda f: Update(_get_uint(f[0], "seq"), _get_events(f[1]))),
-    STATUS: (0, lambda f: Status()),
-    STATUS_REPLY: (1, lambda f: StatusReply(_get_bytes(f[0], "status body"))),
-    DRAIN: (0, lambda f: Drain()),
-    ADMIN_CANCEL: (4, lambda f: AdminCancel(_get_uint(f[0], "request id"), _get_uint(f[1], "client id"),
-                                            _get_ids(f[2], "task ids"), _get_bool(f[3], "force"))),
-    WORKER_HELLO: (4, _worker_hello),
-    WORKER_EVENTS: (3, lambda f: WorkerEvents(_get_uint(f[0], "worker id"), _get_uint(f[1], "busy_us"),
-                                              _get_events(f[2]))),
-    WORKER_REVOKED: (2, lambda f: WorkerRevoked(_get_uint(f[0], "worker id"), _get_ids(f[1], "task ids"))),
-    TASKS: (1, lambda f: Tasks(_get_tasks(f[0]))),
-    REVOKE: (1, lambda f: Revoke(_get_ids(f[0], "task ids"))),
-    SHUTDOWN: (0, lambda f: Shutdown()),
-}
+def _list(kind, item=None):
+    """A list of ``kind`` values; ``item`` names one element in errors (default: the list's name)."""
+    return _Kind(lambda v, what: [kind.pack(x, item or what) for x in v],
+                 lambda o, what: [kind.get(x, item or what) for x in _get_array(o, what)])
 
+
+_UINT64 = _Kind(_uint, _get_uint)
+_UINT32 = _Kind(lambda v, what: _uint(v, what, _U32), lambda o, what: _get_uint(o, what, _U32))
+_INT64 = _Kind(_int, _get_int)
+_BOOL = _Kind(_bool, _get_bool)
+_TEXT = _Kind(_str, _get_str)  # text: msgpack str
+_BYTES = _Kind(_bytes, _get_bytes)  # opaque bytes: msgpack bin
+_IDS = _list(_UINT64)
+_TASKS = _Kind(lambda v, what: [_task_obj(t) for t in v],
+               lambda o, what: [_get_task(t) for t in _get_array(o, what)])
+_EVENTS = _Kind(lambda v, what: [_event_obj(e) for e in v],
+                lambda o, what: [_get_event(e) for e in _get_array(o, what)])
+_OUTCOMES = _Kind(lambda v, what: [[_uint(i, "task id"), _uint(x, "cancel outcome", 2)] for i, x in v],
+                  _get_outcomes)
+
+
+# ---- the messages ----------------------------------------------------------------------------
+
+_REQUIRED = object()  # a field's default: none, the caller must give it
+
+
+class _F(NamedTuple):
+    """One field of a message, in wire order."""
+    attr: str            # the message object's attribute
+    kind: _Kind
+    what: str = ""       # its name in errors (default: attr), as the C++ decoder says it
+    default: object = _REQUIRED
+    added: bool = False  # added to the message later: older peers' frames lack it (then 0)
+
+
+def _added(attr, kind, what=""):
+    """A field added after its message was first defined: trailing only, and a reader takes the
+    older, shorter frame with it 0 (PROTOCOL.md section 1, Versions)."""
+    return _F(attr, kind, what, 0, True)
+
+
+def _message(type_id, name, *fields, doc=None):
+    """A frozen dataclass for one message: attributes from its fields, TYPE, NAME, FIELDS."""
+    spec = []
+    for f in fields:
+        spec.append((f.attr, object) if f.default is _REQUIRED else (f.attr, object, field(default=f.default)))
+    cls = make_dataclass("".join(w.title() for w in name.split("_")), spec, frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = doc or f"The {name} message (PROTOCOL.md)."
+    cls.TYPE, cls.NAME = type_id, name
+    cls.FIELDS = tuple(f._replace(what=f.what or f.attr) for f in fields)
+    required = [f for f in fields if not f.added]
+    assert fields[:len(required)] == tuple(required), f"{name}: an added field must come last"
+    cls.REQUIRED = len(required)
+    return cls
+
+
+# client <-> daemon
+Hello = _message(HELLO, "hello", _F("client_name", _TEXT, "client name"), _F("pid", _INT64))
+Welcome = _message(
+    WELCOME, "welcome",
+    _F("client_id", _UINT64, "client id"),
+    _F("results_endpoint", _TEXT, "results endpoint"),
+    _F("workers", _UINT32),
+    _F("heartbeat_ms", _UINT32),
+    _F("max_pending", _UINT32),
+    _added("max_unacked_updates", _UINT32),
+    _added("client_timeout_ms", _UINT32))
+Submit = _message(SUBMIT, "submit", _F("tasks", _TASKS))
+Cancel = _message(CANCEL, "cancel", _F("request_id", _UINT64, "request id"), _F("task_ids", _IDS, "task ids"),
+                  _F("force", _BOOL, default=False))
+CancelReply = _message(CANCEL_REPLY, "cancel_reply", _F("request_id", _UINT64, "request id"),
+                       _F("outcomes", _OUTCOMES), doc="outcomes: [(task_id, outcome), ...]")
+Ack = _message(ACK, "ack", _F("seq", _UINT64))
+Heartbeat = _message(HEARTBEAT, "heartbeat")
+Bye = _message(BYE, "bye")
+Error = _message(ERROR, "error", _F("code", _TEXT, "error code"), _F("message", _TEXT, "error message"))
+Status = _message(STATUS, "status")
+StatusReply = _message(STATUS_REPLY, "status_reply", _F("body", _BYTES, "status body"),
+                       doc="body: a msgpack map; msgpack.unpackb(body, raw=False) to read it")
+Drain = _message(DRAIN, "drain")
+AdminCancel = _message(ADMIN_CANCEL, "admin_cancel", _F("request_id", _UINT64, "request id"),
+                       _F("client_id", _UINT64, "client id"), _F("task_ids", _IDS, "task ids"),
+                       _F("force", _BOOL, default=False))
+# daemon -> client, on the results socket
+Update = _message(UPDATE, "update", _F("seq", _UINT64), _F("events", _EVENTS))
+# worker <-> daemon
+WorkerHello = _message(WORKER_HELLO, "worker_hello", _F("worker_id", _UINT64, "worker id"), _F("pid", _INT64),
+                       _F("capacity", _UINT32), _F("task_names", _list(_TEXT, "task name"), "task names"))
+WorkerEvents = _message(WORKER_EVENTS, "worker_events", _F("worker_id", _UINT64, "worker id"),
+                        _F("busy_us", _UINT64), _F("events", _EVENTS))
+WorkerRevoked = _message(WORKER_REVOKED, "worker_revoked", _F("worker_id", _UINT64, "worker id"),
+                         _F("task_ids", _IDS, "task ids"))
+Tasks = _message(TASKS, "tasks", _F("tasks", _TASKS))
+Revoke = _message(REVOKE, "revoke", _F("task_ids", _IDS, "task ids"))
+Shutdown = _message(SHUTDOWN, "shutdown")
+
+_CLASSES = {c.TYPE: c for c in (
+    Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Update, Status,
+    StatusReply, Drain, AdminCancel, WorkerHello, WorkerEvents, WorkerRevoked, Tasks, Revoke,
+    Shutdown)}
+
+
+def message_class(type_id):
+    """The message class of a type number (KeyError for an unknown one)."""
+    return _CLASSES[type_id]
+
+
+def type_name(type_id):
+    cls = _CLASSES.get(type_id)
+    return cls.NAME if cls else f"unknown type {type_id}"
+
+
+# ---- encoding --------------------------------------------------------------------------------
+# Values are checked before packing: a client validates what it sends, so that a refused frame
+# can never leave futures without an outcome (PROTOCOL.md section 6).
+
+def _pack(cls, values):
+    return msgpack.packb([VERSION, cls.TYPE, *[f.kind.pack(v, f.what) for f, v in zip(cls.FIELDS, values)]],
+                         use_bin_type=True)
+
+
+def encode(msg):
+    """Encodes a message object (one of the classes above) into one frame."""
+    cls = type(msg)
+    if _CLASSES.get(getattr(cls, "TYPE", None)) is not cls:
+        raise TypeError(f"not a zexec message: {cls.__name__}")
+    return _pack(cls, [getattr(msg, f.attr) for f in cls.FIELDS])
+
+
+def _encoder(cls):
+    count = len(cls.FIELDS)
+
+    def encode_message(*args, **kwargs):
+        # Every field given in order (the usual call) skips building the message object.
+        if kwargs or len(args) != count:
+            return encode(cls(*args, **kwargs))
+        return _pack(cls, args)
+    encode_message.__name__ = encode_message.__qualname__ = f"encode_{cls.NAME}"
+    encode_message.__doc__ = f"encode({cls.__name__}(...)): {', '.join(f.attr for f in cls.FIELDS) or 'no fields'}."
+    return encode_message
+
+
+encode_hello, encode_welcome, encode_submit, encode_cancel, encode_cancel_reply = map(
+    _encoder, (Hello, Welcome, Submit, Cancel, CancelReply))
+encode_ack, encode_heartbeat, encode_bye, encode_error, encode_update = map(
+    _encoder, (Ack, Heartbeat, Bye, Error, Update))
+encode_status, encode_status_reply, encode_drain, encode_admin_cancel = map(
+    _encoder, (Status, StatusReply, Drain, AdminCancel))
+encode_worker_hello, encode_worker_events, encode_worker_revoked = map(
+    _encoder, (WorkerHello, WorkerEvents, WorkerRevoked))
+encode_tasks, encode_revoke, encode_shutdown = map(_encoder, (Tasks, Revoke, Shutdown))
+
+
+# ---- decoding --------------------------------------------------------------------------------
 
 def decode(frame):
     """Decodes one frame into a message object; raises ProtocolError (with the reason) for
@@ -644,11 +508,13 @@ def decode(frame):
     if version != VERSION:
         _refuse(f"unsupported protocol version {version} (this peer speaks {VERSION})")
     type_id = _get_uint(root[1], "message type")
-    entry = _DECODERS.get(type_id)
-    if entry is None:
+    cls = _CLASSES.get(type_id)
+    if cls is None:
         _refuse(f"unknown message type {type_id}")
-    count, build = entry
     fields = root[2:]
-    if len(fields) != count:
-        _refuse(f"{type_name(type_id)}: {len(fields)} fields, expected {count}")
-    return build(fields)
+    lo, hi = cls.REQUIRED, len(cls.FIELDS)
+    if not lo <= len(fields) <= hi:
+        _refuse(f"{cls.NAME}: {len(fields)} fields, expected {hi if lo == hi else f'{lo}..{hi}'}")
+    # In order, so the first bad field is the one named; fields an older peer did not send
+    # (added since) keep their default, 0.
+    return cls(*(f.kind.get(o, f.what) for f, o in zip(cls.FIELDS, fields)))

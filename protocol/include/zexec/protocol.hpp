@@ -16,38 +16,18 @@
 #include <variant>
 #include <vector>
 
+#include "zexec/detail/limits.hpp"
+#include "zexec/detail/message_list.hpp"
+
 namespace zexec::proto {
 
 inline constexpr std::uint32_t kVersion = 1;
 
-// Largest frame any zexec socket accepts (ZMQ_MAXMSGSIZE); bigger ones never reach decode().
-inline constexpr std::int64_t kMaxMessageBytes = 64LL << 20;
-
+// Message types, from the one list of messages (detail/message_list.hpp, which says what each is).
 enum class Type : std::uint8_t {
-  // client (DEALER) <-> daemon (ROUTER, the public endpoint)
-  hello = 1,          // client -> daemon: first message
-  welcome = 2,        // daemon -> client: client id + the results endpoint to connect a PULL to
-  submit = 3,         // client -> daemon: a batch of tasks
-  cancel = 4,         // client -> daemon: cancel request for some tasks
-  cancel_reply = 5,   // daemon -> client: one outcome per task of a cancel
-  ack = 6,            // client -> daemon: updates up to seq are processed, daemon may forget them
-  heartbeat = 7,      // both ways: "I am alive"
-  bye = 8,            // client -> daemon: drop everything of mine
-  error = 9,          // daemon -> client: the client sent something the daemon refused
-  status = 11,        // anyone -> daemon: what are you doing? (no hello needed)
-  status_reply = 12,  // daemon -> asker: a msgpack map of state and counters
-  drain = 13,         // anyone -> daemon: stop as on SIGTERM (answered with status_reply)
-  admin_cancel = 14,  // anyone -> daemon: cancel another client's tasks (answered with cancel_reply)
-  // daemon (PUSH, one per client) -> client (PULL)
-  update = 10,  // task events: started / ok / error / cancelled
-  // worker (PUSH) -> daemon (PULL, shared by all workers)
-  worker_hello = 20,    // first message of a worker: pid, capacity, task names
-  worker_events = 21,   // started + finished tasks; an empty one is a heartbeat
-  worker_revoked = 22,  // answer to revoke: the tasks the worker gave back unstarted
-  // daemon (PUSH, one per worker) -> worker (PULL)
-  tasks = 30,     // a batch of tasks to run in order
-  revoke = 31,    // give these back if not started yet
-  shutdown = 32,  // finish the running task, then exit
+#define ZEXEC_PROTO_ENUMERATOR(Struct, name, number) name = number,
+  ZEXEC_PROTO_MESSAGES(ZEXEC_PROTO_ENUMERATOR)
+#undef ZEXEC_PROTO_ENUMERATOR
 };
 
 // What happened to a task. `started` is an event, the others are final (exactly one per task).
@@ -99,6 +79,9 @@ struct Welcome {
   std::uint32_t workers = 0;     // configured pool size
   std::uint32_t heartbeat_ms = 0;
   std::uint32_t max_pending = 0;  // most unfinished tasks the daemon accepts from this client
+  // Added to version 1 later: 0 when the daemon is older and did not send them (unknown).
+  std::uint32_t max_unacked_updates = 0;  // most updates it sends before it waits for an ack
+  std::uint32_t client_timeout_ms = 0;    // silence after which it forgets this client
 };
 struct Submit {
   std::vector<TaskSpec> tasks;
@@ -159,9 +142,16 @@ struct Revoke {
 };
 struct Shutdown {};
 
-using Message = std::variant<Hello, Welcome, Submit, Cancel, CancelReply, Ack, Heartbeat, Bye, Error, Status,
-                             StatusReply, Drain, AdminCancel, Update, WorkerHello, WorkerEvents,
-                             WorkerRevoked, Tasks, Revoke, Shutdown>;
+namespace detail {
+// The list below leaves a leading comma; this drops the placeholder in front of it.
+template <class Placeholder, class... Messages>
+using VariantOf = std::variant<Messages...>;
+}  // namespace detail
+
+// One alternative per message, in the list's order.
+#define ZEXEC_PROTO_ALTERNATIVE(Struct, name, number) , Struct
+using Message = detail::VariantOf<void ZEXEC_PROTO_MESSAGES(ZEXEC_PROTO_ALTERNATIVE)>;
+#undef ZEXEC_PROTO_ALTERNATIVE
 
 // Where zexecd listens unless told otherwise, and where clients look first:
 // ipc:///run/zexec/zexecd.sock as root, else ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock (/tmp without it).
