@@ -124,6 +124,7 @@ class RawClient {
     if (ep.rfind("tcp://0.0.0.0:", 0) == 0) ep = "tcp://127.0.0.1:" + ep.substr(14);
     results_.connect(ep);
   }
+  const proto::Welcome& welcome() const { return welcome_; }
   void send(const proto::Message& m) { send_raw(proto::encode(m)); }
   void send_raw(const std::string& frame) {
     dealer_.send(zmq::buffer(frame), zmq::send_flags::none);

@@ -44,6 +44,17 @@ TEST_F(DaemonTest, RunsTasksAndReportsErrors) {
   EXPECT_EQ(c.finals[5].error_type, "BadArguments");
 }
 
+TEST_F(DaemonTest, WelcomeSaysTheLimitsInForce) {
+  Daemon d(2, {},
+           {"--max-unacked-updates", "17", "--heartbeat-ms", "150", "--max-pending-per-client", "999"});
+  RawClient c(ctx_, d.endpoint());
+  EXPECT_EQ(c.welcome().workers, 2u);
+  EXPECT_EQ(c.welcome().heartbeat_ms, 150u);
+  EXPECT_EQ(c.welcome().max_pending, 999u);
+  EXPECT_EQ(c.welcome().max_unacked_updates, 17u);
+  EXPECT_EQ(c.welcome().client_timeout_ms, 750u) << "client_timeout_ms defaults to 5 heartbeats";
+}
+
 TEST_F(DaemonTest, BadInputGetsAClearErrorAndTheDaemonGoesOn) {
   Daemon d(1);
   zmq::socket_t raw(ctx_, zmq::socket_type::dealer);

@@ -153,7 +153,9 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   std::uint32_t workers = workers_.wanted_workers();
   reply(rid,
         proto::Welcome{c->id, c->results_endpoint, workers, static_cast<std::uint32_t>(opts_.heartbeat_ms),
-                       static_cast<std::uint32_t>(opts_.max_pending_per_client)});
+                       static_cast<std::uint32_t>(opts_.max_pending_per_client),
+                       static_cast<std::uint32_t>(opts_.max_unacked_updates),
+                       static_cast<std::uint32_t>(opts_.client_timeout_ms)});
   client_by_rid_[rid] = c->id;
   clients_.emplace(c->id, std::move(c));
 }
