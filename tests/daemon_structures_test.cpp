@@ -258,3 +258,23 @@ TEST(RunQueues, CancelledTasksDoNotPileUpBehindTheQueue) {
   live.insert(5000);
   EXPECT_EQ(rq.pop(0, is_live), 5000u);
 }
+
+#include "recent_ids.hpp"
+
+TEST(RecentIds, RemembersTheLastNAndForgetsAnIdUsedAgain) {
+  zexecd::RecentIds ids(3);
+  for (std::uint64_t id : {1, 2, 3}) ids.insert(id);
+  EXPECT_TRUE(ids.contains(1) && ids.contains(2) && ids.contains(3));
+  ids.insert(4);  // 1 falls out
+  EXPECT_FALSE(ids.contains(1));
+  EXPECT_TRUE(ids.contains(4));
+  ids.insert(2);  // again: its older entry falling out later must not take the new one with it
+  ids.insert(5);  // pushes out the old 2 (and 3 is next)
+  EXPECT_TRUE(ids.contains(2));
+  ids.erase(5);
+  EXPECT_FALSE(ids.contains(5));
+  EXPECT_LE(ids.size(), 3u);
+  zexecd::RecentIds none(0);
+  none.insert(1);
+  EXPECT_FALSE(none.contains(1));
+}

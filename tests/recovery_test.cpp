@@ -126,6 +126,42 @@ TEST_F(RecoveryTest, EveryCancelRequestIsAnsweredEvenForRepeatedIds) {
   EXPECT_FALSE(c.collect([&] { return c.finals.size() > 1; }, 300ms));
 }
 
+// The race the test above can hit either way, taken out: tasks 2 and 3 wait in the daemon's queue
+// (the only worker holds one task, a long one), so request 7 cancels them at once and the daemon
+// forgets them before request 8 arrives. Request 8 still hears the truth: cancelled.
+TEST_F(RecoveryTest, ACancelOfATaskAlreadyCancelledAnswersCancelled) {
+  Daemon d(1, {}, {"--max-prefetch", "1"});
+  RawClient c(ctx_, d.endpoint());
+  c.submit(1, "sleep", args(30.0));
+  ASSERT_TRUE(c.collect([&] { return c.started.count(1) > 0; }, 10s));
+  c.send(proto::Submit{{task(2, "echo", args(2)), task(3, "echo", args(3)), task(4, "echo", args(4))}});
+  c.send(proto::Cancel{7, {2, 3}, false});
+  auto r7 = cancel_reply(c);
+  ASSERT_EQ(r7.request_id, 7u);
+  for (auto& [id, outcome] : r7.outcomes) EXPECT_EQ(outcome, proto::CancelOutcome::cancelled) << id;
+  c.send(proto::Cancel{8, {3, 2, 99}, false});
+  auto r8 = cancel_reply(c);
+  ASSERT_EQ(r8.request_id, 8u);
+  ASSERT_EQ(r8.outcomes.size(), 3u);
+  EXPECT_EQ(r8.outcomes[0].second, proto::CancelOutcome::cancelled);
+  EXPECT_EQ(r8.outcomes[1].second, proto::CancelOutcome::cancelled);
+  EXPECT_EQ(r8.outcomes[2].second, proto::CancelOutcome::finished) << "an id the daemon never had";
+  // Stop the long task; task 4 then runs and finishes, and a cancel of it says finished.
+  c.send(proto::Cancel{9, {1}, true});
+  EXPECT_EQ(cancel_reply(c).outcomes.at(0).second, proto::CancelOutcome::cancelled);
+  ASSERT_TRUE(c.wait_finals(1, 15s));
+  EXPECT_EQ(value_of<int>(c.finals.at(4)), 4);
+  c.send(proto::Cancel{10, {4}, false});
+  EXPECT_EQ(cancel_reply(c).outcomes.at(0).second, proto::CancelOutcome::finished);
+  // An id used again for a new task is that task's, not the cancelled one's: once it finished,
+  // a cancel of it says finished.
+  c.submit(3, "echo", args(33));
+  ASSERT_TRUE(c.collect([&] { return c.finals.count(3) > 0; }, 15s));
+  EXPECT_EQ(value_of<int>(c.finals.at(3)), 33);
+  c.send(proto::Cancel{11, {3}, false});
+  EXPECT_EQ(cancel_reply(c).outcomes.at(0).second, proto::CancelOutcome::finished);
+}
+
 TEST_F(RecoveryTest, PayloadsNearTheFrameLimitAreNotLost) {
   Daemon d(1);
   RawClient c(ctx_, d.endpoint());

@@ -26,6 +26,7 @@
 #include "metrics.hpp"
 #include "notify.hpp"
 #include "options.hpp"
+#include "recent_ids.hpp"
 #include "run_queues.hpp"
 #include "supervisor.hpp"
 #include "task_table.hpp"
@@ -43,6 +44,8 @@ using zexec::detail::send_rest;
 inline constexpr int kReadBudget = 256;
 // A client not taking its results gets no more tasks run: its undelivered events are bounded.
 inline constexpr std::size_t kMaxOutboxEvents = 100000;
+// Cancelled tasks a client's later cancel still answers `cancelled` for (recent_ids.hpp).
+inline constexpr std::size_t kRecentCancels = 1024;
 
 struct Client {
   std::uint64_t id = 0;
@@ -51,10 +54,12 @@ struct Client {
   std::int64_t pid = 0;
   zmq::socket_t results;  // PUSH bound for this client only
   std::string results_endpoint;
-  IdMap tasks;                              // client task id -> handle, every unfinished task
-  std::vector<zexec::proto::Event> outbox;  // events not yet put in an update
-  std::optional<std::string> held;          // an encoded update that would have blocked
-  std::deque<std::string> replies;          // control replies that would have blocked
+  IdMap tasks;
+  RecentIds cancelled{kRecentCancels};  // ids of its tasks cancelled lately, already forgotten // client task
+                                        // id -> handle, every unfinished task
+  std::vector<zexec::proto::Event> outbox;                    // events not yet put in an update
+  std::optional<std::string> held;                            // an encoded update that would have blocked
+  std::deque<std::string> replies;                            // control replies that would have blocked
   std::deque<std::pair<std::uint64_t, std::string>> unacked;  // seq -> encoded update, until acked
   std::uint64_t next_seq = 1;
   Clock::time_point last_heard;

@@ -196,6 +196,7 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
     t->crash_retries = static_cast<std::uint16_t>(std::min(spec.crash_retries, kMaxRetries));
     t->retry_backoff_ms = spec.retry_backoff_ms;
     c.tasks.insert(spec.id, h);
+    c.cancelled.erase(spec.id);
     counters_.submitted++;
     enqueue(c, h, false);
   }
@@ -213,7 +214,9 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
     Handle h = c.tasks.find(id);
     Task* t = h ? tasks_.get(h) : nullptr;
     if (!t) {
-      req.outcomes.emplace_back(id, proto::CancelOutcome::finished);
+      // Cancelled by an earlier request (which may still be on its way back): say so.
+      req.outcomes.emplace_back(
+          id, c.cancelled.contains(id) ? proto::CancelOutcome::cancelled : proto::CancelOutcome::finished);
       continue;
     }
     bool can_wait = t->state == TaskState::assigned || (t->state == TaskState::running && m.force);
@@ -224,6 +227,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
       req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
       counters_.cancelled++;
       c.tasks.erase(id);
+      c.cancelled.insert(id);
       tasks_.release(h);
     } else if (!can_wait) {
       req.outcomes.emplace_back(id, proto::CancelOutcome::running);

@@ -23,7 +23,10 @@ void Broker::finish_task(Handle h, proto::Event&& e) {
   if (!t) return;
   if (t->attempts > 1 && e.kind == proto::Outcome::error)
     e.error_message += " (attempt " + std::to_string(t->attempts) + ")";
-  if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
+  if (Client* c = find_client(t->client_id)) {
+    c->tasks.erase(t->client_task_id);
+    if (e.kind == proto::Outcome::cancelled) c->cancelled.insert(t->client_task_id);
+  }
   post_event(*t, std::move(e));
   tasks_.release(h);
 }
@@ -112,7 +115,10 @@ void Broker::cancel_task(Handle h) {
   if (any_cancel_request(h, [](const CancelRequest& r) { return !r.reply_to.empty(); }))
     post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
   set_cancel_outcome(h, proto::CancelOutcome::cancelled);
-  if (Client* c = find_client(t->client_id)) c->tasks.erase(t->client_task_id);
+  if (Client* c = find_client(t->client_id)) {
+    c->tasks.erase(t->client_task_id);
+    c->cancelled.insert(t->client_task_id);
+  }
   tasks_.release(h);
 }
 
