@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -104,6 +105,12 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   void open_results_socket(const proto::Welcome& w);
   void read_dealer();
   void read_results();
+  // The next message on `s` into `out` (false: none waits, or the connection is broken). A
+  // frame that does not decode leaves `out` empty and fails everything (bad_frame).
+  bool receive(zmq::socket_t& s, const char* what, std::optional<proto::Message>& out);
+  void bad_frame(const char* what, const std::string& why);  // fails everything
+  void drain_wake_fd() noexcept;
+  void wait_for_wake();
   void on_dealer_message(proto::Message& m);
   void on_update(proto::Update& u);
   void on_cancel_reply(const proto::CancelReply& r);

@@ -56,6 +56,11 @@ void ClientCore::loop() {
     auto now = Clock::now();
     timers(now);
 
+    if (io_phase_ == Phase::broken) {
+      // Every future has failed and nothing more will be read: wait for close() (a wake-up).
+      wait_for_wake();
+      continue;
+    }
     bool want_out = !sendq_.empty() || (io_phase_ == Phase::ready && acked_upto_ > ack_sent_);
     zmq::pollitem_t items[3] = {
         {dealer_.handle(), 0, static_cast<short>(ZMQ_POLLIN | (want_out ? ZMQ_POLLOUT : 0)), 0},
@@ -69,12 +74,23 @@ void ClientCore::loop() {
       if (e.num() == EINTR) continue;
       throw;
     }
-    if (items[1].revents & ZMQ_POLLIN) {
-      std::uint64_t v;
-      [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
-    }
+    if (items[1].revents & ZMQ_POLLIN) drain_wake_fd();
     if (items[0].revents & ZMQ_POLLIN) read_dealer();
     if (n == 3 && (items[2].revents & ZMQ_POLLIN)) read_results();
+  }
+}
+
+void ClientCore::drain_wake_fd() noexcept {
+  std::uint64_t v;
+  [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
+}
+
+void ClientCore::wait_for_wake() {
+  zmq::pollitem_t item{nullptr, wake_fd_, ZMQ_POLLIN, 0};
+  try {
+    if (zmq::poll(&item, 1, std::chrono::seconds(1)) > 0) drain_wake_fd();
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
   }
 }
 
@@ -212,46 +228,55 @@ void ClientCore::say_bye() noexcept {
 
 // ---- receiving -------------------------------------------------------------------------------
 
-void ClientCore::read_dealer() {
-  for (int i = 0; i < kReadBudget; ++i) {
-    zmq::message_t msg;
-    if (!detail::recv_now(dealer_, msg)) return;
-    last_recv_ = Clock::now();
-    while (msg.more()) {  // the protocol is one frame per message: skip any extra frames
-      zmq::message_t extra;
-      if (!detail::recv_rest(dealer_, extra) || !extra.more()) break;
-    }
-    proto::Decoded d = proto::decode(msg.to_string_view());
-    if (!d) {
-      std::string text = "undecodable message from zexecd at " + endpoint_ + ": " + d.error;
-      // During the handshake it can only be the answer to our hello: a daemon speaking another
-      // protocol version. Say so now rather than time out as "not reachable".
-      if (io_phase_ == Phase::connecting)
-        fail_everything(text, Phase::broken);
-      else
-        set_last_error(text);
-      continue;
-    }
-    on_dealer_message(*d.message);
+bool ClientCore::receive(zmq::socket_t& s, const char* what, std::optional<proto::Message>& out) {
+  out.reset();
+  if (io_phase_ == Phase::broken) return false;  // nothing more is read
+  zmq::message_t msg;
+  if (!detail::recv_now(s, msg)) return false;
+  last_recv_ = Clock::now();
+  std::size_t frames = 1;
+  for (bool more = msg.more(); more; ++frames) {  // read the whole message, whatever its size
+    zmq::message_t extra;
+    if (!detail::recv_rest(s, extra)) break;
+    more = extra.more();
   }
+  if (frames != 1) {  // the protocol has one frame per message
+    bad_frame(what, "a message of " + std::to_string(frames) + " frames (expected 1)");
+    return true;
+  }
+  proto::Decoded d = proto::decode(msg.to_string_view());
+  if (!d)
+    bad_frame(what, d.error);
+  else
+    out = std::move(d.message);
+  return true;
+}
+
+void ClientCore::read_dealer() {
+  std::optional<proto::Message> m;
+  for (int i = 0; i < kReadBudget && receive(dealer_, "undecodable message", m); ++i)
+    if (m) on_dealer_message(*m);
 }
 
 void ClientCore::read_results() {
-  for (int i = 0; i < kReadBudget; ++i) {
-    zmq::message_t msg;
-    if (!detail::recv_now(results_, msg)) return;
-    last_recv_ = Clock::now();
-    proto::Decoded d = proto::decode(msg.to_string_view());
-    if (!d) {
-      set_last_error("undecodable update from zexecd at " + endpoint_ + ": " + d.error);
-      continue;
-    }
-    if (auto* u = std::get_if<proto::Update>(&*d.message))
+  std::optional<proto::Message> m;
+  for (int i = 0; i < kReadBudget && receive(results_, "undecodable update", m); ++i) {
+    if (!m) continue;
+    if (auto* u = std::get_if<proto::Update>(&*m))
       on_update(*u);
     else
-      set_last_error(std::string("unexpected ") + proto::type_name(proto::type_of(*d.message)) +
-                     " on the results socket");
+      bad_frame("undecodable update", std::string("a ") + proto::type_name(proto::type_of(*m)) +
+                                          " message (only update is sent there)");
   }
+}
+
+void ClientCore::bad_frame(const char* what, const std::string& why) {
+  // Peers never guess (PROTOCOL.md §1, Versions): the operation that expected the answer fails.
+  // A frame we cannot read may have been any answer: the welcome (a daemon of another protocol
+  // version), an update (not applied nor acknowledged, so resent for ever), a cancel_reply (its
+  // cancelled tasks get no other event), an error saying the daemon forgot us. Every unfinished
+  // future would hang: fail them all, naming the reason, and call the connection broken.
+  fail_everything(std::string(what) + " from zexecd at " + endpoint_ + ": " + why, Phase::broken);
 }
 
 void ClientCore::open_results_socket(const proto::Welcome& w) {

@@ -132,7 +132,9 @@ class Client {
 
   // The latest problem reported by the daemon (`error` message) or the connection, "" if none.
   std::string last_error() const;
-  // False once the connection was lost or the client was closed.
+  // False once the connection was lost or the client was closed. Lost includes a frame from the
+  // daemon this client cannot decode (another protocol version, garbage): every unfinished
+  // future fails with ConnectionError naming it, and later submits throw ConnectionError.
   bool connected() const;
 
   const std::string& endpoint() const;
