@@ -144,14 +144,16 @@ void ClientCore::reserve_pending(std::string_view name, SubmitDeadline& deadline
   if (!room()) {
     // Tasks finish on the I/O thread: a done callback waiting for one would wait forever.
     if (on_io_thread())
-      throw QueueFull("submit " + std::string(name) + ": this client already has " + std::to_string(limit) +
-                      " unfinished tasks, the most zexecd at " + endpoint_ +
-                      " accepts, and a done callback cannot wait for room");
+      throw QueueFullError(std::string(name), "QueueFull",
+                           "this client already has " + std::to_string(limit) +
+                               " unfinished tasks, the most zexecd at " + endpoint_ +
+                               " accepts, and a done callback cannot wait for room");
     // A lost connection fails every unfinished task, which wakes this wait too.
     if (!done_cv_.wait_until(lk, deadline.get(), room))
-      throw QueueFull("submit " + std::string(name) + ": this client had " + std::to_string(limit) +
-                      " unfinished tasks, the most zexecd at " + endpoint_ + " accepts (max_pending), for " +
-                      format_seconds(options_.submit_timeout));
+      throw QueueFullError(std::string(name), "QueueFull",
+                           "this client had " + std::to_string(limit) +
+                               " unfinished tasks, the most zexecd at " + endpoint_ +
+                               " accepts (max_pending), for " + format_seconds(options_.submit_timeout));
   }
 }
 
@@ -201,9 +203,10 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
       if (!ok) {
         lk.unlock();
         unreserve_pending();
-        throw QueueFull("submit " + std::string(name) + ": " + std::to_string(options_.max_outbox) +
-                        " tasks waiting to be sent for " + format_seconds(options_.submit_timeout) +
-                        " (zexecd at " + endpoint_ + " is not taking them)");
+        throw QueueFullError(std::string(name), "QueueFull",
+                             std::to_string(options_.max_outbox) + " tasks waiting to be sent for " +
+                                 format_seconds(options_.submit_timeout) + " (zexecd at " + endpoint_ +
+                                 " is not taking them)");
       }
     }
     if (phase_ != Phase::ready) {

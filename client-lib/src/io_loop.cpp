@@ -6,7 +6,7 @@
 //
 // Nothing here blocks in send(): frames wait in sendq_ and go when poll reports POLLOUT, and
 // the outbox is only drained while sendq_ is short, so a daemon that stops reading makes
-// submit() block and then throw QueueFull instead of growing memory without bound.
+// submit() block and then throw QueueFullError instead of growing memory without bound.
 #include <errno.h>
 #include <unistd.h>
 
