@@ -50,10 +50,10 @@ TEST(FakeDaemonTest, DaemonSilenceFailsPendingFutures) {
   // "0.2 s", never "0. s" or "5. s".
   EXPECT_TRUE(std::regex_search(text, std::regex("nothing heard for [0-9]+(\\.[0-9]*[1-9])? s \\(heartbeat")))
       << text;
-  EXPECT_THROW(f.result<double>(), ConnectionError);
+  EXPECT_THROW(f.result<double>(), DaemonLostError);  // a ConnectionError
   EXPECT_FALSE(c.connected());
   EXPECT_NE(c.last_error().find("lost connection"), std::string::npos);
-  EXPECT_THROW(c.submit("sleep", 1.0), ConnectionError);
+  EXPECT_THROW(c.submit("sleep", 1.0), DaemonLostError);
 }
 
 TEST(FakeDaemonTest, ClientHeartbeatsWhenIdle) {
@@ -73,9 +73,15 @@ TEST(FakeDaemonTest, UnknownClientErrorFailsEverything) {
   ASSERT_TRUE(wait_until([&] { return d.task_count() == 1; }));
   d.reply(proto::Error{"unknown_client", "send hello before submit"});
   ASSERT_TRUE(f.wait_done(10s));
-  EXPECT_THROW(f.result<double>(), ConnectionError);
+  try {
+    f.result<double>();
+    ADD_FAILURE() << "no exception";
+  } catch (const DaemonError& e) {  // a ConnectionError
+    EXPECT_EQ(e.code(), "unknown_client");
+  }
   EXPECT_NE(c.last_error().find("unknown_client"), std::string::npos);
   EXPECT_FALSE(c.connected());
+  EXPECT_THROW(c.submit("sleep", 1.0), DaemonError);
 }
 
 TEST(FakeDaemonTest, OtherErrorsAreKeptAndFuturesUntouched) {
@@ -98,6 +104,7 @@ TEST(FakeDaemonTest, RefusedHandshakeIsAConnectionError) {
   auto t0 = Clock::now();
   std::string text = what_of([&] { Client c(d.endpoint(), o); });
   EXPECT_LT(Clock::now() - t0, 5s) << "a refusal ends the wait at once";
+  EXPECT_THROW(Client(d.endpoint(), o), DaemonError);
   EXPECT_NE(text.find("shutting_down: zexecd is stopping"), std::string::npos) << text;
 }
 

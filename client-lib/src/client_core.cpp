@@ -73,14 +73,16 @@ void ClientCore::connect() {
     }
   }
   if (phase_ == Phase::ready) return;
-  std::string why = phase_ != Phase::connecting ? phase_reason_
-                    : !aborted.empty()          ? aborted
-                                                : "zexecd not reachable at " + endpoint_ + " after " +
-                                             format_seconds(options_.connect_timeout) +
-                                             " (no welcome; is zexecd running and serving that endpoint?)";
+  std::exception_ptr why =
+      phase_ != Phase::connecting ? connection_error(phase_failure_, phase_code_, phase_reason_)
+      : !aborted.empty()          ? std::make_exception_ptr(ConnectionError(aborted))
+                                  : std::make_exception_ptr(ConnectionError(
+                                        "zexecd not reachable at " + endpoint_ + " after " +
+                                        format_seconds(options_.connect_timeout) +
+                                        " (no welcome; is zexecd running and serving that endpoint?)"));
   lk.unlock();
   close();
-  throw ConnectionError(why);
+  std::rethrow_exception(why);
 }
 
 void ClientCore::close() noexcept {
@@ -108,7 +110,7 @@ void ClientCore::wake() noexcept {
 
 void ClientCore::throw_unusable() const {
   if (phase_ == Phase::closed) throw ConnectionError("zexec::Client for " + endpoint_ + " is closed");
-  throw ConnectionError(phase_reason_);
+  std::rethrow_exception(connection_error(phase_failure_, phase_code_, phase_reason_));
 }
 
 namespace {

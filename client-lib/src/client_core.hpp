@@ -121,7 +121,8 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   void apply_event(proto::Event& e);
   void timers(Clock::time_point now);
   int poll_timeout_ms(Clock::time_point now) const;
-  void fail_everything(const std::string& reason, Phase phase) noexcept;
+  void fail_everything(const std::string& reason, Phase phase, Failure kind = Failure::connection,
+                       const std::string& code = {}) noexcept;
   void say_bye() noexcept;
 
   const std::string endpoint_;
@@ -135,7 +136,9 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   std::vector<OutEntry> outbox_;      // entries whose state->queued is false were cancelled
   std::deque<std::shared_ptr<CancelRequest>> cancels_;  // waiting for the I/O thread to send
   Phase phase_ = Phase::connecting;
-  std::string phase_reason_;  // why broken/closed
+  std::string phase_reason_;                     // why broken/closed
+  Failure phase_failure_ = Failure::connection;  // and how (the exception to throw), once broken
+  std::string phase_code_;                       // the daemon's error code (daemon_refused)
   std::string last_error_;
   proto::Welcome welcome_;
   std::string results_endpoint_;

@@ -188,7 +188,7 @@ void ClientCore::timers(Clock::time_point now) {
       fail_everything("lost connection to zexecd at " + endpoint_ + ": nothing heard for " +
                           format_seconds(now - last_recv_) + " (heartbeat " +
                           std::to_string(heartbeat_.count()) + " ms)",
-                      Phase::broken);
+                      Phase::broken, Failure::daemon_lost);
       return;
     }
     if (now - last_send_ >= heartbeat_ && sendq_.empty()) {
@@ -319,7 +319,7 @@ void ClientCore::on_dealer_message(proto::Message& m) {
     // These mean the daemon has no record of this client: none of our tasks will ever report.
     if (io_phase_ == Phase::connecting || e->code == "unknown_client" || e->code == "bad_version" ||
         e->code == "shutting_down")
-      fail_everything(text, Phase::broken);
+      fail_everything(text, Phase::broken, Failure::daemon_refused, e->code);
     else
       set_last_error(text);  // error messages name no request: nothing to attribute it to
     return;
@@ -374,7 +374,8 @@ void ClientCore::apply_event(proto::Event& e) {
 
 // ---- failure ---------------------------------------------------------------------------------
 
-void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcept {
+void ClientCore::fail_everything(const std::string& reason, Phase phase, Failure kind,
+                                 const std::string& code) noexcept {
   std::vector<StatePtr> states;
   states.reserve(inflight_.size());
   inflight_.for_each([&](std::uint64_t, StatePtr& s) { states.push_back(std::move(s)); });
@@ -391,7 +392,11 @@ void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcep
     report = phase == Phase::broken && phase_ != Phase::broken;
     if (phase_ != Phase::broken || phase == Phase::closed) {
       phase_ = phase;
-      if (phase == Phase::broken) phase_reason_ = reason;
+      if (phase == Phase::broken) {
+        phase_reason_ = reason;
+        phase_failure_ = kind;
+        phase_code_ = code;
+      }
     }
     if (phase == Phase::broken) last_error_ = reason;
     for (auto& [id, req] : awaiting_reply_) req->failure = reason;
@@ -406,7 +411,7 @@ void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcep
   // In submission order, so waiters see a deterministic sequence.
   std::sort(states.begin(), states.end(),
             [](const StatePtr& a, const StatePtr& b) { return a->id() < b->id(); });
-  for (auto& s : states) s->set_error(Failure::connection, "ConnectionError", reason);
+  for (auto& s : states) s->set_error(kind, code, reason);
 }
 
 }  // namespace zexec::detail

@@ -27,6 +27,25 @@ class ConnectionError : public Error {
   using Error::Error;
 };
 
+// The daemon went silent for 5 x heartbeat_ms: every unfinished future fails with this, since
+// none of them will hear from the daemon again (Python: zexec.DaemonLostError).
+class DaemonLostError : public ConnectionError {
+ public:
+  using ConnectionError::ConnectionError;
+};
+
+// The daemon refused this client with an `error` message: a refused hello, or code()
+// "unknown_client" / "bad_version" / "shutting_down" later (the daemon has no record of this
+// client any more). Every unfinished future fails with it (Python: zexec.DaemonError).
+class DaemonError : public ConnectionError {
+ public:
+  DaemonError(std::string code, const std::string& what) : ConnectionError(what), code_(std::move(code)) {}
+  const std::string& code() const noexcept { return code_; }  // e.g. "shutting_down"
+
+ private:
+  std::string code_;
+};
+
 // result<T>() could not convert the task's return value to T; what() shows the value.
 class ResultTypeError : public Error {
  public:
