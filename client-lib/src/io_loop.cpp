@@ -7,6 +7,10 @@
 // Nothing here blocks in send(): frames wait in sendq_ and go when poll reports POLLOUT, and
 // the outbox is only drained while sendq_ is short, so a daemon that stops reading makes
 // submit() block and then throw QueueFullError instead of growing memory without bound.
+//
+// The connection breaks (fail_everything) when the daemon goes silent, refuses this client, or
+// sends a frame the client cannot decode: every unfinished future fails, submit() throws, and
+// the loop reads nothing more, waiting for close().
 #include <errno.h>
 #include <unistd.h>
 
