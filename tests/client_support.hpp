@@ -70,10 +70,11 @@ class FakeDaemon {
  public:
   struct Options {
     std::uint32_t heartbeat_ms = 1000;
-    bool welcome = true;                 // answer hello (with welcome, or `refuse`)
-    std::optional<proto::Error> refuse;  // answer hello with this error instead
-    std::string results_bind;            // default: ENDPOINT.r1 (ipc) / tcp://127.0.0.1:* (tcp)
-    std::uint32_t max_pending = 0;       // Welcome::max_pending (0 = no limit)
+    bool welcome = true;                     // answer hello (with welcome, or `refuse`)
+    std::optional<proto::Error> refuse;      // answer hello with this error instead
+    std::string results_bind;                // default: ENDPOINT.r1 (ipc) / tcp://127.0.0.1:* (tcp)
+    std::uint32_t max_pending = 0;           // Welcome::max_pending (0 = no limit)
+    std::optional<std::string> raw_welcome;  // answer hello with these bytes instead
   };
   using CancelHandler =
       std::function<std::vector<std::pair<std::uint64_t, proto::CancelOutcome>>(const proto::Cancel&)>;
@@ -127,6 +128,18 @@ class FakeDaemon {
     post([&] { reply_now(m); });
   }
   void set_mute(bool mute) { mute_ = mute; }  // stop heartbeats
+  // Raw bytes, one message of these frames, on the results socket / to the client (for peers
+  // that send what the client cannot decode).
+  void push_raw(std::vector<std::string> frames) {
+    post([&] { send_frames(results_, frames); });
+  }
+  void reply_raw(std::vector<std::string> frames) {
+    post([&] { reply_raw_now(frames); });
+  }
+  void reply_raw_now(const std::vector<std::string>& frames) {
+    router_.send(zmq::buffer(rid_), zmq::send_flags::sndmore);
+    send_frames(router_, frames);
+  }
 
   std::vector<proto::TaskSpec> tasks() const {
     std::lock_guard lk(mu_);
@@ -192,6 +205,12 @@ class FakeDaemon {
     }
   }
 
+  static void send_frames(zmq::socket_t& s, const std::vector<std::string>& frames) {
+    for (std::size_t i = 0; i < frames.size(); ++i)
+      s.send(zmq::buffer(frames[i]),
+             i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+
   void handle(const std::string& rid, std::string_view frame) {
     proto::Decoded d = proto::decode(frame);
     ASSERT_TRUE(d) << d.error;
@@ -201,8 +220,11 @@ class FakeDaemon {
       EXPECT_EQ(h->pid, getpid());
       if (!opts_.welcome) return;
       rid_ = rid;
-      if (opts_.refuse) {
-        reply_now(*opts_.refuse);
+      if (opts_.refuse || opts_.raw_welcome) {
+        if (opts_.refuse)
+          reply_now(*opts_.refuse);
+        else
+          reply_raw_now({*opts_.raw_welcome});
         rid_.clear();
         return;
       }

@@ -73,14 +73,16 @@ void ClientCore::connect() {
     }
   }
   if (phase_ == Phase::ready) return;
-  std::string why = phase_ != Phase::connecting ? phase_reason_
-                    : !aborted.empty()          ? aborted
-                                                : "zexecd not reachable at " + endpoint_ + " after " +
-                                             format_seconds(options_.connect_timeout) +
-                                             " (no welcome; is zexecd running and serving that endpoint?)";
+  std::exception_ptr why =
+      phase_ != Phase::connecting ? connection_error(phase_failure_, phase_code_, phase_reason_)
+      : !aborted.empty()          ? std::make_exception_ptr(ConnectionError(aborted))
+                                  : std::make_exception_ptr(ConnectionError(
+                                        "zexecd not reachable at " + endpoint_ + " after " +
+                                        format_seconds(options_.connect_timeout) +
+                                        " (no welcome; is zexecd running and serving that endpoint?)"));
   lk.unlock();
   close();
-  throw ConnectionError(why);
+  std::rethrow_exception(why);
 }
 
 void ClientCore::close() noexcept {
@@ -108,7 +110,7 @@ void ClientCore::wake() noexcept {
 
 void ClientCore::throw_unusable() const {
   if (phase_ == Phase::closed) throw ConnectionError("zexec::Client for " + endpoint_ + " is closed");
-  throw ConnectionError(phase_reason_);
+  std::rethrow_exception(connection_error(phase_failure_, phase_code_, phase_reason_));
 }
 
 namespace {
@@ -144,14 +146,16 @@ void ClientCore::reserve_pending(std::string_view name, SubmitDeadline& deadline
   if (!room()) {
     // Tasks finish on the I/O thread: a done callback waiting for one would wait forever.
     if (on_io_thread())
-      throw QueueFull("submit " + std::string(name) + ": this client already has " + std::to_string(limit) +
-                      " unfinished tasks, the most zexecd at " + endpoint_ +
-                      " accepts, and a done callback cannot wait for room");
+      throw QueueFullError(std::string(name), "QueueFull",
+                           "this client already has " + std::to_string(limit) +
+                               " unfinished tasks, the most zexecd at " + endpoint_ +
+                               " accepts, and a done callback cannot wait for room");
     // A lost connection fails every unfinished task, which wakes this wait too.
     if (!done_cv_.wait_until(lk, deadline.get(), room))
-      throw QueueFull("submit " + std::string(name) + ": this client had " + std::to_string(limit) +
-                      " unfinished tasks, the most zexecd at " + endpoint_ + " accepts (max_pending), for " +
-                      format_seconds(options_.submit_timeout));
+      throw QueueFullError(std::string(name), "QueueFull",
+                           "this client had " + std::to_string(limit) +
+                               " unfinished tasks, the most zexecd at " + endpoint_ +
+                               " accepts (max_pending), for " + format_seconds(options_.submit_timeout));
   }
 }
 
@@ -201,9 +205,10 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
       if (!ok) {
         lk.unlock();
         unreserve_pending();
-        throw QueueFull("submit " + std::string(name) + ": " + std::to_string(options_.max_outbox) +
-                        " tasks waiting to be sent for " + format_seconds(options_.submit_timeout) +
-                        " (zexecd at " + endpoint_ + " is not taking them)");
+        throw QueueFullError(std::string(name), "QueueFull",
+                             std::to_string(options_.max_outbox) + " tasks waiting to be sent for " +
+                                 format_seconds(options_.submit_timeout) + " (zexecd at " + endpoint_ +
+                                 " is not taking them)");
       }
     }
     if (phase_ != Phase::ready) {

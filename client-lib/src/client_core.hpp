@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -104,6 +105,12 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   void open_results_socket(const proto::Welcome& w);
   void read_dealer();
   void read_results();
+  // The next message on `s` into `out` (false: none waits, or the connection is broken). A
+  // frame that does not decode leaves `out` empty and fails everything (bad_frame).
+  bool receive(zmq::socket_t& s, const char* what, std::optional<proto::Message>& out);
+  void bad_frame(const char* what, const std::string& why);  // fails everything
+  void drain_wake_fd() noexcept;
+  void wait_for_wake();
   void on_dealer_message(proto::Message& m);
   void on_update(proto::Update& u);
   void on_cancel_reply(const proto::CancelReply& r);
@@ -114,7 +121,8 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   void apply_event(proto::Event& e);
   void timers(Clock::time_point now);
   int poll_timeout_ms(Clock::time_point now) const;
-  void fail_everything(const std::string& reason, Phase phase) noexcept;
+  void fail_everything(const std::string& reason, Phase phase, Failure kind = Failure::connection,
+                       const std::string& code = {}) noexcept;
   void say_bye() noexcept;
 
   const std::string endpoint_;
@@ -128,7 +136,9 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   std::vector<OutEntry> outbox_;      // entries whose state->queued is false were cancelled
   std::deque<std::shared_ptr<CancelRequest>> cancels_;  // waiting for the I/O thread to send
   Phase phase_ = Phase::connecting;
-  std::string phase_reason_;  // why broken/closed
+  std::string phase_reason_;                     // why broken/closed
+  Failure phase_failure_ = Failure::connection;  // and how (the exception to throw), once broken
+  std::string phase_code_;                       // the daemon's error code (daemon_refused)
   std::string last_error_;
   proto::Welcome welcome_;
   std::string results_endpoint_;

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <memory>
 #include <sstream>
+#include <string_view>
+#include <utility>
 
 #include "task_errors.hpp"
 #include "zexec/msgpack_kind.hpp"
@@ -26,14 +28,29 @@ void throw_task_error(const std::string& task_name, const std::string& type, con
 
 namespace detail {
 
+namespace {
+
+template <class E>
+std::exception_ptr make(const std::string& task_name, const std::string& type, const std::string& message) {
+  return std::make_exception_ptr(E(task_name, type, message));
+}
+
+}  // namespace
+
 std::exception_ptr make_task_error(const std::string& task_name, const std::string& type,
                                    const std::string& message) {
   // Error type names are the wire contract of docs/PROTOCOL.md §7.
-  if (type == "WorkerCrashed") return std::make_exception_ptr(WorkerCrashedError(task_name, type, message));
-  if (type == "TaskTimeout") return std::make_exception_ptr(TaskTimeoutError(task_name, type, message));
-  if (type == "Quarantined") return std::make_exception_ptr(QuarantinedError(task_name, type, message));
-  if (type == "QueueFull") return std::make_exception_ptr(QueueFullError(task_name, type, message));
-  return std::make_exception_ptr(TaskError(task_name, type, message));
+  using Make = std::exception_ptr (*)(const std::string&, const std::string&, const std::string&);
+  static const std::pair<std::string_view, Make> by_type[] = {
+      {"UnknownTask", make<UnknownTaskError>},       {"BadArguments", make<BadArgumentsError>},
+      {"WorkerCrashed", make<WorkerCrashedError>},   {"TaskTimeout", make<TaskTimeoutError>},
+      {"ShuttingDown", make<ShuttingDownError>},     {"Quarantined", make<QuarantinedError>},
+      {"QueueFull", make<QueueFullError>},           {"WorkerUnavailable", make<WorkerUnavailableError>},
+      {"ResultTooLarge", make<ResultTooLargeError>}, {"UnencodableResult", make<UnencodableResultError>},
+  };
+  for (const auto& [name, make_one] : by_type)
+    if (type == name) return make_one(task_name, type, message);
+  return make<TaskError>(task_name, type, message);
 }
 
 std::string format_seconds(std::chrono::nanoseconds d) {

@@ -202,12 +202,17 @@ std::exception_ptr FutureState::error_ptr() const {
   switch (failure_) {
     case Failure::none:
       return nullptr;
-    case Failure::connection:
-      return std::make_exception_ptr(ConnectionError(task_name_ + ": " + error_message()));
     case Failure::task:
-      break;
+      return make_task_error(task_name_, error_type(), error_message());
+    default:
+      return connection_error(failure_, error_type(), task_name_ + ": " + error_message());
   }
-  return make_task_error(task_name_, error_type(), error_message());
+}
+
+std::exception_ptr connection_error(Failure kind, const std::string& code, const std::string& text) {
+  if (kind == Failure::daemon_lost) return std::make_exception_ptr(DaemonLostError(text));
+  if (kind == Failure::daemon_refused) return std::make_exception_ptr(DaemonError(code, text));
+  return std::make_exception_ptr(ConnectionError(text));
 }
 
 StateSet::StateSet(std::size_t expected) {

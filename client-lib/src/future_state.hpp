@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -34,7 +35,12 @@
 namespace zexec::detail {
 
 enum class Status : std::uint8_t { pending, running, finished, cancelled };
-enum class Failure : std::uint8_t { none, task, connection };
+// How a future failed: its task raised (TaskError), or the connection broke (ConnectionError;
+// daemon_lost: DaemonLostError, daemon_refused: DaemonError, error_type() its code).
+enum class Failure : std::uint8_t { none, task, connection, daemon_lost, daemon_refused };
+
+// The ConnectionError (or subclass) for a connection that failed as `kind` (not none or task).
+std::exception_ptr connection_error(Failure kind, const std::string& code, const std::string& text);
 
 class FutureState;
 using StatePtr = std::shared_ptr<FutureState>;

@@ -6,7 +6,11 @@
 //
 // Nothing here blocks in send(): frames wait in sendq_ and go when poll reports POLLOUT, and
 // the outbox is only drained while sendq_ is short, so a daemon that stops reading makes
-// submit() block and then throw QueueFull instead of growing memory without bound.
+// submit() block and then throw QueueFullError instead of growing memory without bound.
+//
+// The connection breaks (fail_everything) when the daemon goes silent, refuses this client, or
+// sends a frame the client cannot decode: every unfinished future fails, submit() throws, and
+// the loop reads nothing more, waiting for close().
 #include <errno.h>
 #include <unistd.h>
 
@@ -56,6 +60,11 @@ void ClientCore::loop() {
     auto now = Clock::now();
     timers(now);
 
+    if (io_phase_ == Phase::broken) {
+      // Every future has failed and nothing more will be read: wait for close() (a wake-up).
+      wait_for_wake();
+      continue;
+    }
     bool want_out = !sendq_.empty() || (io_phase_ == Phase::ready && acked_upto_ > ack_sent_);
     zmq::pollitem_t items[3] = {
         {dealer_.handle(), 0, static_cast<short>(ZMQ_POLLIN | (want_out ? ZMQ_POLLOUT : 0)), 0},
@@ -69,12 +78,23 @@ void ClientCore::loop() {
       if (e.num() == EINTR) continue;
       throw;
     }
-    if (items[1].revents & ZMQ_POLLIN) {
-      std::uint64_t v;
-      [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
-    }
+    if (items[1].revents & ZMQ_POLLIN) drain_wake_fd();
     if (items[0].revents & ZMQ_POLLIN) read_dealer();
     if (n == 3 && (items[2].revents & ZMQ_POLLIN)) read_results();
+  }
+}
+
+void ClientCore::drain_wake_fd() noexcept {
+  std::uint64_t v;
+  [[maybe_unused]] auto r = ::read(wake_fd_, &v, sizeof v);
+}
+
+void ClientCore::wait_for_wake() {
+  zmq::pollitem_t item{nullptr, wake_fd_, ZMQ_POLLIN, 0};
+  try {
+    if (zmq::poll(&item, 1, std::chrono::seconds(1)) > 0) drain_wake_fd();
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
   }
 }
 
@@ -172,7 +192,7 @@ void ClientCore::timers(Clock::time_point now) {
       fail_everything("lost connection to zexecd at " + endpoint_ + ": nothing heard for " +
                           format_seconds(now - last_recv_) + " (heartbeat " +
                           std::to_string(heartbeat_.count()) + " ms)",
-                      Phase::broken);
+                      Phase::broken, Failure::daemon_lost);
       return;
     }
     if (now - last_send_ >= heartbeat_ && sendq_.empty()) {
@@ -212,46 +232,55 @@ void ClientCore::say_bye() noexcept {
 
 // ---- receiving -------------------------------------------------------------------------------
 
-void ClientCore::read_dealer() {
-  for (int i = 0; i < kReadBudget; ++i) {
-    zmq::message_t msg;
-    if (!detail::recv_now(dealer_, msg)) return;
-    last_recv_ = Clock::now();
-    while (msg.more()) {  // the protocol is one frame per message: skip any extra frames
-      zmq::message_t extra;
-      if (!detail::recv_rest(dealer_, extra) || !extra.more()) break;
-    }
-    proto::Decoded d = proto::decode(msg.to_string_view());
-    if (!d) {
-      std::string text = "undecodable message from zexecd at " + endpoint_ + ": " + d.error;
-      // During the handshake it can only be the answer to our hello: a daemon speaking another
-      // protocol version. Say so now rather than time out as "not reachable".
-      if (io_phase_ == Phase::connecting)
-        fail_everything(text, Phase::broken);
-      else
-        set_last_error(text);
-      continue;
-    }
-    on_dealer_message(*d.message);
+bool ClientCore::receive(zmq::socket_t& s, const char* what, std::optional<proto::Message>& out) {
+  out.reset();
+  if (io_phase_ == Phase::broken) return false;  // nothing more is read
+  zmq::message_t msg;
+  if (!detail::recv_now(s, msg)) return false;
+  last_recv_ = Clock::now();
+  std::size_t frames = 1;
+  for (bool more = msg.more(); more; ++frames) {  // read the whole message, whatever its size
+    zmq::message_t extra;
+    if (!detail::recv_rest(s, extra)) break;
+    more = extra.more();
   }
+  if (frames != 1) {  // the protocol has one frame per message
+    bad_frame(what, "a message of " + std::to_string(frames) + " frames (expected 1)");
+    return true;
+  }
+  proto::Decoded d = proto::decode(msg.to_string_view());
+  if (!d)
+    bad_frame(what, d.error);
+  else
+    out = std::move(d.message);
+  return true;
+}
+
+void ClientCore::read_dealer() {
+  std::optional<proto::Message> m;
+  for (int i = 0; i < kReadBudget && receive(dealer_, "undecodable message", m); ++i)
+    if (m) on_dealer_message(*m);
 }
 
 void ClientCore::read_results() {
-  for (int i = 0; i < kReadBudget; ++i) {
-    zmq::message_t msg;
-    if (!detail::recv_now(results_, msg)) return;
-    last_recv_ = Clock::now();
-    proto::Decoded d = proto::decode(msg.to_string_view());
-    if (!d) {
-      set_last_error("undecodable update from zexecd at " + endpoint_ + ": " + d.error);
-      continue;
-    }
-    if (auto* u = std::get_if<proto::Update>(&*d.message))
+  std::optional<proto::Message> m;
+  for (int i = 0; i < kReadBudget && receive(results_, "undecodable update", m); ++i) {
+    if (!m) continue;
+    if (auto* u = std::get_if<proto::Update>(&*m))
       on_update(*u);
     else
-      set_last_error(std::string("unexpected ") + proto::type_name(proto::type_of(*d.message)) +
-                     " on the results socket");
+      bad_frame("undecodable update", std::string("a ") + proto::type_name(proto::type_of(*m)) +
+                                          " message (only update is sent there)");
   }
+}
+
+void ClientCore::bad_frame(const char* what, const std::string& why) {
+  // Peers never guess (PROTOCOL.md §1, Versions): the operation that expected the answer fails.
+  // A frame we cannot read may have been any answer: the welcome (a daemon of another protocol
+  // version), an update (not applied nor acknowledged, so resent for ever), a cancel_reply (its
+  // cancelled tasks get no other event), an error saying the daemon forgot us. Every unfinished
+  // future would hang: fail them all, naming the reason, and call the connection broken.
+  fail_everything(std::string(what) + " from zexecd at " + endpoint_ + ": " + why, Phase::broken);
 }
 
 void ClientCore::open_results_socket(const proto::Welcome& w) {
@@ -294,7 +323,7 @@ void ClientCore::on_dealer_message(proto::Message& m) {
     // These mean the daemon has no record of this client: none of our tasks will ever report.
     if (io_phase_ == Phase::connecting || e->code == "unknown_client" || e->code == "bad_version" ||
         e->code == "shutting_down")
-      fail_everything(text, Phase::broken);
+      fail_everything(text, Phase::broken, Failure::daemon_refused, e->code);
     else
       set_last_error(text);  // error messages name no request: nothing to attribute it to
     return;
@@ -349,7 +378,8 @@ void ClientCore::apply_event(proto::Event& e) {
 
 // ---- failure ---------------------------------------------------------------------------------
 
-void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcept {
+void ClientCore::fail_everything(const std::string& reason, Phase phase, Failure kind,
+                                 const std::string& code) noexcept {
   std::vector<StatePtr> states;
   states.reserve(inflight_.size());
   inflight_.for_each([&](std::uint64_t, StatePtr& s) { states.push_back(std::move(s)); });
@@ -366,7 +396,11 @@ void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcep
     report = phase == Phase::broken && phase_ != Phase::broken;
     if (phase_ != Phase::broken || phase == Phase::closed) {
       phase_ = phase;
-      if (phase == Phase::broken) phase_reason_ = reason;
+      if (phase == Phase::broken) {
+        phase_reason_ = reason;
+        phase_failure_ = kind;
+        phase_code_ = code;
+      }
     }
     if (phase == Phase::broken) last_error_ = reason;
     for (auto& [id, req] : awaiting_reply_) req->failure = reason;
@@ -381,7 +415,7 @@ void ClientCore::fail_everything(const std::string& reason, Phase phase) noexcep
   // In submission order, so waiters see a deterministic sequence.
   std::sort(states.begin(), states.end(),
             [](const StatePtr& a, const StatePtr& b) { return a->id() < b->id(); });
-  for (auto& s : states) s->set_error(Failure::connection, "ConnectionError", reason);
+  for (auto& s : states) s->set_error(kind, code, reason);
 }
 
 }  // namespace zexec::detail

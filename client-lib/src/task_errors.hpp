@@ -6,8 +6,7 @@
 
 namespace zexec::detail {
 
-// The TaskError subclass matching a remote error type (WorkerCrashed, TaskTimeout, Quarantined,
-// QueueFull, else TaskError).
+// The TaskError subclass matching a remote error type (docs/PROTOCOL.md §7), else TaskError.
 std::exception_ptr make_task_error(const std::string& task_name, const std::string& type,
                                    const std::string& message);
 

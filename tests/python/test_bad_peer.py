@@ -1,60 +1,30 @@
 """What the client does with frames it cannot decode (PROTOCOL.md section 1, Versions: peers never
-guess; the operation that expected the answer fails, naming the reason). A real zexecd never sends
-such frames, so a scripted peer (a bare ROUTER/PUSH in a thread) plays the daemon here; every
-functional test uses the real daemon."""
+guess; the operation that expected the answer fails, naming the reason): a handshake fails at once;
+after it, every unfinished future fails with ConnectionError and later submits raise. A real
+zexecd never sends such frames, so a scripted peer plays the daemon here; every functional test
+uses the real daemon. The C++ client is held to the same cases: tests/fake_daemon_bad_peer_test.cpp."""
 
 import threading
 import time
 
 import msgpack
 import pytest
-import zmq
 
 import zexec
 from zexec import protocol as p
+from scripted_peer import T, ScriptedPeer
 
-T = 5
 
-
-class ScriptedPeer:
-    """A ROUTER (and a PUSH for results) on ephemeral tcp ports, driven by `script` in a thread."""
-
-    def __init__(self, script):
-        self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.push = self.ctx.socket(zmq.PUSH)
-        for s in (self.router, self.push):
-            s.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://127.0.0.1:{self.router.bind_to_random_port('tcp://127.0.0.1')}"
-        self.results = f"tcp://127.0.0.1:{self.push.bind_to_random_port('tcp://127.0.0.1')}"
-        self.error = None
-        self.thread = threading.Thread(target=self._run, args=(script,), daemon=True)
-        self.thread.start()
-
-    def _run(self, script):
-        try:
-            script(self)
-        except Exception as e:  # noqa: BLE001 - reported by close()
-            self.error = e
-
-    def recv(self, want):
-        """The next message of class `want` from the client (heartbeats skipped)."""
-        deadline = time.monotonic() + T
-        while time.monotonic() < deadline:
-            if not self.router.poll(100):
-                continue
-            rid, frame = self.router.recv_multipart()
-            msg = p.decode(frame)
-            if isinstance(msg, want):
-                return rid, msg
-        raise AssertionError(f"no {want.NAME} from the client")
-
-    def close(self):
-        self.thread.join(T)
-        self.router.close()
-        self.push.close()
-        self.ctx.term()
-        assert self.error is None, self.error
+def expect_broken(ex, peer, f, what, why):
+    """`f` failed naming the bad frame, and the connection refuses new work at once."""
+    exc = f.exception(T)
+    assert isinstance(exc, zexec.ConnectionError)
+    assert f"{what} from zexecd at {peer.endpoint}" in str(exc) and why in str(exc), str(exc)
+    assert why in ex.last_error
+    start = time.monotonic()
+    with pytest.raises(zexec.ConnectionError):
+        ex.submit("echo", 2)
+    assert time.monotonic() - start < 1
 
 
 def test_undecodable_welcome_fails_the_handshake_naming_the_reason():
@@ -85,8 +55,7 @@ def test_refused_hello_raises_the_daemons_reason():
 
 def test_undecodable_update_fails_the_unfinished_futures_naming_the_reason():
     def script(peer):
-        rid, _ = peer.recv(p.Hello)
-        peer.router.send_multipart([rid, p.encode_welcome(1, peer.results, 1, 1000, 100)])
+        peer.welcome()
         _, submit = peer.recv(p.Submit)
         tid = submit.tasks[0].id
         peer.push.send(msgpack.packb([2, 10, 1, [[tid, 1, b"\xc0"]]], use_bin_type=True))
@@ -94,10 +63,79 @@ def test_undecodable_update_fails_the_unfinished_futures_naming_the_reason():
     peer = ScriptedPeer(script)
     ex = zexec.Executor(peer.endpoint, connect_timeout=T)
     f = ex.submit("echo", 1)
-    exc = f.exception(T)
-    assert isinstance(exc, zexec.ConnectionError)
-    assert "undecodable update" in str(exc) and "unsupported protocol version 2" in str(exc)
-    with pytest.raises(zexec.ConnectionError):
-        ex.submit("echo", 2)
+    expect_broken(ex, peer, f, "undecodable update", "unsupported protocol version 2")
     ex.shutdown()
+    peer.close()
+
+
+def bad_after_submit(send):
+    """A peer that welcomes the client, waits for its first task, then calls send(peer, rid, tid)."""
+    def script(peer):
+        rid = peer.welcome()
+        _, submit = peer.recv(p.Submit)
+        send(peer, rid, submit.tasks[0].id)
+
+    return ScriptedPeer(script)
+
+
+def test_an_update_of_two_frames_fails_the_futures():
+    def send(peer, rid, tid):
+        update = p.encode_update(1, [p.Event(tid, p.OK, msgpack.packb(1))])
+        peer.push.send_multipart([update, update])
+
+    peer = bad_after_submit(send)
+    with zexec.Executor(peer.endpoint, connect_timeout=T) as ex:
+        expect_broken(ex, peer, ex.submit("echo", 1), "undecodable update", "a message of 2 frames (expected 1)")
+    peer.close()
+
+
+def test_another_message_on_the_results_socket_fails_the_futures():
+    peer = bad_after_submit(lambda peer, rid, tid: peer.push.send(p.encode_heartbeat()))
+    with zexec.Executor(peer.endpoint, connect_timeout=T) as ex:
+        expect_broken(ex, peer, ex.submit("echo", 1), "undecodable update",
+                      "a heartbeat message (only update is sent there)")
+    peer.close()
+
+
+def test_undecodable_control_frame_fails_the_futures_and_a_waiting_cancel():
+    # It may have been the cancel_reply a cancel() waits for (whose cancelled tasks get no other
+    # event), or an error saying the daemon forgot us: nothing can be assumed about the tasks.
+    sent = threading.Event()
+
+    def script(peer):
+        rid = peer.welcome()
+        peer.recv(p.Submit)
+        sent.set()
+        peer.recv(p.Cancel)
+        peer.router.send_multipart([rid, msgpack.packb([2, 5, 1, []])])
+
+    peer = ScriptedPeer(script)
+    with zexec.Executor(peer.endpoint, connect_timeout=T, cancel_timeout=3 * T) as ex:
+        f = ex.submit("echo", 1)
+        assert sent.wait(T)  # sent: cancel() must ask the daemon
+        outcome = []
+
+        def cancel():
+            try:
+                outcome.append(f.cancel())
+            except zexec.ConnectionError as e:
+                outcome.append(e)
+
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        expect_broken(ex, peer, f, "undecodable message", "unsupported protocol version 2")
+        canceller.join(T)
+        assert not canceller.is_alive(), "cancel() still waits for its reply"
+        assert isinstance(outcome[0], zexec.ConnectionError), outcome
+        assert "unsupported protocol version 2" in str(outcome[0])
+    peer.close()
+
+
+def test_a_control_message_of_two_frames_fails_the_futures():
+    def send(peer, rid, tid):
+        peer.router.send_multipart([rid, p.encode_heartbeat(), p.encode_heartbeat()])
+
+    peer = bad_after_submit(send)
+    with zexec.Executor(peer.endpoint, connect_timeout=T) as ex:
+        expect_broken(ex, peer, ex.submit("echo", 1), "undecodable message", "a message of 2 frames (expected 1)")
     peer.close()

@@ -44,10 +44,10 @@ struct ClientOptions {
   // The constructor waits this long for the daemon's `welcome`, then throws ConnectionError.
   std::chrono::milliseconds connect_timeout{5000};
   // Most tasks waiting in the outbox (packed, not yet handed to ZeroMQ). A full outbox makes
-  // submit() block up to submit_timeout, then throw QueueFull.
+  // submit() block up to submit_timeout, then throw QueueFullError.
   std::size_t max_outbox = 65536;
   // The longest one submit() blocks for room: in the outbox, and under the daemon's limit of
-  // unfinished tasks per client (see Client::submit()). Then it throws QueueFull.
+  // unfinished tasks per client (see Client::submit()). Then it throws QueueFullError.
   std::chrono::milliseconds submit_timeout{10000};
   // cancel() waits this long for the daemon's cancel_reply, then throws ConnectionError. A forced
   // cancel of a running task is answered once its worker is gone: keep this above the daemon's
@@ -96,10 +96,10 @@ class Client {
   // Backpressure: the daemon accepts at most Welcome::max_pending unfinished tasks per client
   // (zexecd --max-pending-per-client). While this client has that many (submitted, including
   // those still in the outbox, and not yet done), submit() blocks until one finishes, up to
-  // ClientOptions::submit_timeout, then throws QueueFull; so a fast producer is slowed down
+  // ClientOptions::submit_timeout, then throws QueueFullError; so a fast producer is slowed down
   // rather than refused. It also blocks while the outbox is full (max_outbox). On the I/O
-  // thread (a done callback) it cannot wait and throws QueueFull at once instead.
-  // Otherwise it never waits for the daemon. Throws QueueFull, ConnectionError (connection
+  // thread (a done callback) it cannot wait and throws QueueFullError at once instead.
+  // Otherwise it never waits for the daemon. Throws QueueFullError, ConnectionError (connection
   // lost/closed) or zexec::Error (empty name, arguments too large, bad TaskOptions).
   template <class... Args>
   Future submit(std::string_view name, const Args&... args) {
@@ -132,7 +132,9 @@ class Client {
 
   // The latest problem reported by the daemon (`error` message) or the connection, "" if none.
   std::string last_error() const;
-  // False once the connection was lost or the client was closed.
+  // False once the connection was lost or the client was closed. Lost includes a frame from the
+  // daemon this client cannot decode (another protocol version, garbage): every unfinished
+  // future fails with ConnectionError naming it, and later submits throw ConnectionError.
   bool connected() const;
 
   const std::string& endpoint() const;

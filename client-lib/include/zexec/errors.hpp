@@ -27,12 +27,23 @@ class ConnectionError : public Error {
   using Error::Error;
 };
 
-// submit() could not queue the task within ClientOptions::submit_timeout: the client already had
-// the daemon's limit of unfinished tasks (Welcome::max_pending), or its outbox was full.
-// Thrown by submit(), before any future exists; compare QueueFullError below.
-class QueueFull : public Error {
+// The daemon went silent for 5 x heartbeat_ms: every unfinished future fails with this, since
+// none of them will hear from the daemon again (Python: zexec.DaemonLostError).
+class DaemonLostError : public ConnectionError {
  public:
-  using Error::Error;
+  using ConnectionError::ConnectionError;
+};
+
+// The daemon refused this client with an `error` message: a refused hello, or code()
+// "unknown_client" / "bad_version" / "shutting_down" later (the daemon has no record of this
+// client any more). Every unfinished future fails with it (Python: zexec.DaemonError).
+class DaemonError : public ConnectionError {
+ public:
+  DaemonError(std::string code, const std::string& what) : ConnectionError(what), code_(std::move(code)) {}
+  const std::string& code() const noexcept { return code_; }  // e.g. "shutting_down"
+
+ private:
+  std::string code_;
 };
 
 // result<T>() could not convert the task's return value to T; what() shows the value.
@@ -54,36 +65,48 @@ class TaskError : public Error {
   std::string task_name_, type_, message_;
 };
 
-// Error type "WorkerCrashed": the worker process died while running the task.
-class WorkerCrashedError : public TaskError {
- public:
-  using TaskError::TaskError;
-};
+// One subclass per error type of docs/PROTOCOL.md §7 (the wire contract), named TYPE + "Error",
+// as in the Python client; any other type (a task's own exception, e.g. "ValueError") is a plain
+// TaskError. error_types_test checks this list against the document.
+#define ZEXEC_TASK_ERROR(name)    \
+  class name : public TaskError { \
+   public:                        \
+    using TaskError::TaskError;   \
+  };
 
-// Error type "TaskTimeout": the task ran past TaskOptions::timeout.
-class TaskTimeoutError : public TaskError {
- public:
-  using TaskError::TaskError;
-};
+// "UnknownTask": no task of that name is registered in a worker (or no pool runs it).
+ZEXEC_TASK_ERROR(UnknownTaskError)
+// "BadArguments": the arguments do not match the task's parameters.
+ZEXEC_TASK_ERROR(BadArgumentsError)
+// "WorkerCrashed": the worker process died while running the task (crash_retries re-run it).
+ZEXEC_TASK_ERROR(WorkerCrashedError)
+// "TaskTimeout": the task ran past TaskOptions::timeout (its worker was killed).
+ZEXEC_TASK_ERROR(TaskTimeoutError)
+// "ShuttingDown": the task was submitted while the daemon was stopping.
+ZEXEC_TASK_ERROR(ShuttingDownError)
+// "Quarantined": the task crashed its worker so often (the daemon's --quarantine-after, default
+// 3) that the daemon refuses to run it again, whatever its crash_retries say. The message names
+// the count and the last crash.
+ZEXEC_TASK_ERROR(QuarantinedError)
+// "QueueFull": this client already had max_pending unfinished tasks (Welcome::max_pending), or
+// its outbox was full. Thrown by submit() itself, before any future exists, when no room came
+// within ClientOptions::submit_timeout (task_name() is the task, type() "QueueFull"); as an
+// event only from a daemon whose limit is below what this client was told.
+ZEXEC_TASK_ERROR(QueueFullError)
+// "WorkerUnavailable": no worker can start (the worker command fails at start-up repeatedly).
+ZEXEC_TASK_ERROR(WorkerUnavailableError)
+// "ResultTooLarge": the return value does not fit in a frame.
+ZEXEC_TASK_ERROR(ResultTooLargeError)
+// "UnencodableResult": the return value cannot be encoded as msgpack.
+ZEXEC_TASK_ERROR(UnencodableResultError)
 
-// Error type "Quarantined": the task crashed its worker so often (the daemon's
-// --quarantine-after, default 3) that the daemon refuses to run it again, whatever its
-// crash_retries say. The message names the count and the last crash.
-class QuarantinedError : public TaskError {
- public:
-  using TaskError::TaskError;
-};
+#undef ZEXEC_TASK_ERROR
 
-// Error type "QueueFull": the daemon refused the task because this client already had
-// max_pending unfinished tasks there. submit() waits for room so this does not happen through
-// this library; it is here for completeness (a daemon restarted with a lower limit, say).
-class QueueFullError : public TaskError {
- public:
-  using TaskError::TaskError;
-};
+// Deprecated: submit()'s backpressure error was a separate class; it is QueueFullError now (a
+// TaskError of type "QueueFull", as in Python). catch (const QueueFull&) still catches it.
+using QueueFull [[deprecated("use zexec::QueueFullError")]] = QueueFullError;
 
-// Throws the TaskError subclass that matches `type` (WorkerCrashed, TaskTimeout, Quarantined,
-// QueueFull, else TaskError).
+// Throws the TaskError subclass that matches `type` (the list above), else a TaskError.
 [[noreturn]] void throw_task_error(const std::string& task_name, const std::string& type,
                                    const std::string& message);
 

@@ -11,7 +11,7 @@ from ._client import Executor, Future, TaskHandle, status
 from ._errors import (BadArgumentsError, ConnectionError, DaemonError, DaemonLostError, Error,
                       ProtocolError, QuarantinedError, QueueFullError, ResultTooLargeError,
                       ShuttingDownError, TaskError, TaskTimeoutError, UnknownTaskError,
-                      WorkerCrashedError, WorkerUnavailableError)
+                      UnencodableResultError, WorkerCrashedError, WorkerUnavailableError)
 from . import protocol
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     "Error", "ProtocolError", "ConnectionError", "DaemonLostError", "DaemonError",
     "TaskError", "WorkerCrashedError", "TaskTimeoutError", "QuarantinedError", "QueueFullError",
     "UnknownTaskError", "BadArgumentsError", "ShuttingDownError", "WorkerUnavailableError",
-    "ResultTooLargeError",
+    "ResultTooLargeError", "UnencodableResultError",
 ]
 
 

@@ -341,25 +341,21 @@ class Connection:
             if self.io_phase == self.BROKEN:
                 return
 
-    def _bad_dealer_frame(self, why):
+    def _bad_frame(self, what, why):
         # Peers never guess (PROTOCOL.md section 1, Versions): the operation that expected the
-        # answer fails, naming the reason. Before welcome that is the connection itself.
-        text = f"undecodable message from zexecd at {self.endpoint}: {why}"
-        if self.io_phase == self.CONNECTING:
-            self._fail_everything(lambda: ConnectionError(text), self.BROKEN)
-            return
-        self._set_last_error(text)
-        # A cancel_reply we cannot read may be the one a cancel() waits for.
-        for req in self.awaiting.values():
-            req.failure = text
-            req.done.set()
-        self.awaiting.clear()
+        # answer fails, naming the reason. A frame we cannot read may have been any answer: the
+        # welcome (a daemon of another protocol version), an update (neither applied nor
+        # acknowledged, so resent forever), a cancel_reply (its cancelled tasks get no other
+        # event), an error saying the daemon forgot us. Every unfinished future would hang:
+        # fail them all and call the connection broken.
+        text = f"{what} from zexecd at {self.endpoint}: {why}"
+        self._fail_everything(lambda: ConnectionError(text), self.BROKEN)
+
+    def _bad_dealer_frame(self, why):
+        self._bad_frame("undecodable message", why)
 
     def _bad_update(self, why):
-        # An update we cannot read cannot be applied nor acknowledged, and the daemon would resend
-        # it forever: every unfinished future would hang. Fail them, naming the reason.
-        text = f"undecodable update from zexecd at {self.endpoint}: {why}"
-        self._fail_everything(lambda: ConnectionError(text), self.BROKEN)
+        self._bad_frame("undecodable update", why)
 
     def _read_dealer(self):
         for m in self._recv_frames(self.dealer, self._bad_dealer_frame):
@@ -496,6 +492,8 @@ class Connection:
         report = phase == self.BROKEN and self.io_phase != self.BROKEN
         self.io_phase = phase
         for req in requests:
+            if phase == self.BROKEN and req.failure is None:
+                req.failure = str(make_exc())  # cancel() raises it (as in C++): no answer will come
             req.done.set()
         if report:
             log.warning("zexec: %s", make_exc())

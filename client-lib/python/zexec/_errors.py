@@ -23,6 +23,7 @@ __all__ = [
     "ShuttingDownError",
     "WorkerUnavailableError",
     "ResultTooLargeError",
+    "UnencodableResultError",
     "task_error",
 ]
 
@@ -110,17 +111,16 @@ class ResultTooLargeError(TaskError):
     """``ResultTooLarge``: the return value does not fit in one frame."""
 
 
-_BY_TYPE = {
-    "WorkerCrashed": WorkerCrashedError,
-    "TaskTimeout": TaskTimeoutError,
-    "Quarantined": QuarantinedError,
-    "QueueFull": QueueFullError,
-    "UnknownTask": UnknownTaskError,
-    "BadArguments": BadArgumentsError,
-    "ShuttingDown": ShuttingDownError,
-    "WorkerUnavailable": WorkerUnavailableError,
-    "ResultTooLarge": ResultTooLargeError,
-}
+class UnencodableResultError(TaskError):
+    """``UnencodableResult``: the return value cannot be encoded as msgpack (e.g. a set)."""
+
+
+# PROTOCOL.md section 7's type names, each with its class named TYPE + "Error" (as in the C++
+# client); test_errors.py checks this against the document.
+_BY_TYPE = {cls.__name__[:-len("Error")]: cls for cls in (
+    UnknownTaskError, BadArgumentsError, WorkerCrashedError, TaskTimeoutError, ShuttingDownError,
+    QuarantinedError, QueueFullError, WorkerUnavailableError, ResultTooLargeError,
+    UnencodableResultError)}
 
 
 def task_error(type, message, task_name=""):  # noqa: A002

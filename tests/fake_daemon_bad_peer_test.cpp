@@ -1,0 +1,154 @@
+// What the client does with frames it cannot decode (docs/PROTOCOL.md §1, Versions: peers never
+// guess; the operation that expected the answer fails, naming the reason). The same cases as
+// tests/python/test_bad_peer.py, so both clients are held to the same behaviour: a handshake
+// fails at once; after it, every unfinished future fails with ConnectionError, connected()
+// turns false and later submits throw. A real zexecd never sends such frames, so the scripted
+// test::FakeDaemon plays the daemon.
+// Nothing sleeps to synchronise: every wait is on a condition, with a deadline.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <msgpack.hpp>
+#include <string>
+#include <vector>
+
+#include "client_support.hpp"
+#include "zexec/protocol.hpp"
+#include "zexec/zexec.hpp"
+
+namespace zexec {
+namespace {
+
+using namespace std::chrono_literals;
+using test::Clock;
+using test::FakeDaemon;
+using test::quick;
+using test::refusing;
+using test::TempDir;
+using test::wait_until;
+using test::what_of;
+namespace proto = zexec::proto;
+
+constexpr auto T = 5s;
+
+// A version 2 frame: [2, TYPE, fields...] (this client speaks version 1).
+template <class... Fields>
+std::string v2_frame(int type, const Fields&... fields) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_array(2 + sizeof...(fields));
+  pk.pack(2);
+  pk.pack(type);
+  (pk.pack(fields), ...);
+  return std::string(b.data(), b.size());
+}
+
+// A version 2 update of one ok event for `task_id` (value: msgpack nil).
+std::string v2_update(std::uint64_t task_id) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_array(4);
+  pk.pack(2).pack(10).pack(1);
+  pk.pack_array(1).pack_array(3).pack(task_id).pack(1);
+  pk.pack_bin(1).pack_bin_body("\xc0", 1);
+  return std::string(b.data(), b.size());
+}
+
+// A connected client with one task sent to the fake daemon.
+struct Connected {
+  TempDir dir;
+  FakeDaemon daemon{dir.ipc("d.sock")};
+  Client client{daemon.endpoint(), quick()};
+  Future task = client.submit("echo", 1);
+  Connected() {
+    EXPECT_TRUE(wait_until([&] { return daemon.task_count() == 1; }));
+  }
+};
+
+// The client after a bad frame: `task` failed with a ConnectionError naming `what` and `why`,
+// the connection is broken, a new submit fails at once.
+void expect_broken(Connected& c, const std::string& what, const std::string& why) {
+  ASSERT_TRUE(c.task.wait_done(T)) << "the future still waits after the bad frame";
+  std::string text = what_of([&] { c.task.result<int>(); });
+  EXPECT_THROW(c.task.result<int>(), ConnectionError);
+  EXPECT_NE(text.find(what + " from zexecd at " + c.daemon.endpoint()), std::string::npos) << text;
+  EXPECT_NE(text.find(why), std::string::npos) << text;
+  EXPECT_FALSE(c.client.connected());
+  EXPECT_NE(c.client.last_error().find(why), std::string::npos) << c.client.last_error();
+  auto t0 = Clock::now();
+  EXPECT_THROW(c.client.submit("echo", 2), ConnectionError);
+  EXPECT_LT(Clock::now() - t0, 1s) << "a broken connection refuses at once";
+}
+
+TEST(BadPeerTest, UndecodableWelcomeFailsTheHandshakeNamingTheReason) {
+  TempDir dir;
+  FakeDaemon::Options o;
+  o.raw_welcome = v2_frame(2, 1, "ipc://nowhere", 1, 1000, 10);
+  FakeDaemon d(dir.ipc("d.sock"), o);
+  ClientOptions co = quick();
+  co.connect_timeout = T;
+  auto t0 = Clock::now();
+  std::string text = what_of([&] { Client c(d.endpoint(), co); });
+  EXPECT_THROW(Client(d.endpoint(), co), ConnectionError);
+  EXPECT_NE(text.find("undecodable message from zexecd"), std::string::npos) << text;
+  EXPECT_NE(text.find("unsupported protocol version 2"), std::string::npos) << text;
+  EXPECT_LT(Clock::now() - t0, T - 1s) << "at once, not after the connect timeout";
+}
+
+TEST(BadPeerTest, RefusedHelloRaisesTheDaemonsReason) {
+  TempDir dir;
+  FakeDaemon d(dir.ipc("d.sock"), refusing(proto::Error{"bad_version", "this daemon speaks 7"}));
+  try {
+    Client c(d.endpoint(), quick());
+    ADD_FAILURE() << "connected to a daemon that refused the hello";
+  } catch (const DaemonError& e) {  // a ConnectionError
+    EXPECT_EQ(e.code(), "bad_version");
+    EXPECT_NE(std::string(e.what()).find("speaks 7"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BadPeerTest, UndecodableUpdateFailsTheUnfinishedFuturesNamingTheReason) {
+  Connected c;
+  Future unsent_yet = c.client.submit("echo", 3);
+  c.daemon.push_raw({v2_update(c.task.id())});
+  expect_broken(c, "undecodable update", "unsupported protocol version 2");
+  ASSERT_TRUE(unsent_yet.wait_done(T));
+  EXPECT_THROW(unsent_yet.result<int>(), ConnectionError);
+  EXPECT_EQ(c.client.unfinished(), 0u);
+}
+
+TEST(BadPeerTest, AnUpdateOfTwoFramesFailsTheFutures) {
+  Connected c;
+  std::string update = proto::encode(proto::Update{1, {FakeDaemon::ok_value(c.task.id(), 1)}});
+  c.daemon.push_raw({update, update});
+  expect_broken(c, "undecodable update", "a message of 2 frames (expected 1)");
+}
+
+TEST(BadPeerTest, AnotherMessageOnTheResultsSocketFailsTheFutures) {
+  Connected c;
+  c.daemon.push_raw({proto::encode(proto::Heartbeat{})});
+  expect_broken(c, "undecodable update", "a heartbeat message (only update is sent there)");
+}
+
+// It may have been the cancel_reply a cancel() waits for (whose cancelled tasks get no other
+// event), or an error saying the daemon forgot us: nothing can be assumed about the tasks.
+TEST(BadPeerTest, UndecodableControlFrameFailsTheFuturesAndAWaitingCancel) {
+  Connected c;
+  auto cancel = std::async(std::launch::async, [&] { return what_of([&] { c.task.cancel(); }); });
+  ASSERT_TRUE(wait_until([&] { return c.daemon.cancels().size() == 1; }));
+  c.daemon.reply_raw({v2_frame(5, 1, std::vector<int>{})});
+  expect_broken(c, "undecodable message", "unsupported protocol version 2");
+  ASSERT_EQ(cancel.wait_for(T), std::future_status::ready) << "cancel() still waits for its reply";
+  EXPECT_NE(cancel.get().find("unsupported protocol version 2"), std::string::npos);
+}
+
+TEST(BadPeerTest, AControlMessageOfTwoFramesFailsTheFutures) {
+  Connected c;
+  std::string heartbeat = proto::encode(proto::Heartbeat{});
+  c.daemon.reply_raw({heartbeat, heartbeat});
+  expect_broken(c, "undecodable message", "a message of 2 frames (expected 1)");
+}
+
+}  // namespace
+}  // namespace zexec
