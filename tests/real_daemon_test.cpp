@@ -403,7 +403,7 @@ TEST(RealDaemonTest, SubmitThrowsQueueFullAtMaxPending) {
   try {
     c.submit("sleep", 5.0);
     ADD_FAILURE() << "the 101st submit was accepted";
-  } catch (const QueueFull& e) {
+  } catch (const QueueFullError& e) {
     text = e.what();
   }
   EXPECT_NE(text.find("100 unfinished tasks"), std::string::npos) << text;
