@@ -2,7 +2,8 @@
 # The Python package as pip installs it: a venv over Debian's python3 that sees its pyzmq and
 # msgpack (--system-site-packages), `pip install` offline with Debian's setuptools as the backend
 # (--no-build-isolation --no-index: there is no PyPI here), then `import zexec` from outside the
-# source tree must load the venv's copy, with py.typed, and run a task on this build's zexecd.
+# source tree must load the venv's copy, with py.typed and resolvable type hints, and run a task
+# on this build's zexecd.
 #   usage: python_packaging.sh ZEXEC_SOURCE_DIR     (ZEXEC_DAEMON: the zexecd to run the task on)
 set -euo pipefail
 src=$1
@@ -45,6 +46,15 @@ import zmq
 
 for m in (zmq, msgpack):
     assert not os.path.abspath(m.__file__).startswith(sys.prefix), f"{m.__name__} from {m.__file__}"
+# The public API is annotated, and every annotation resolves (a hint naming something that does
+# not exist would only show up in a user's type checker).
+import typing
+
+for fn in (zexec.status, zexec.Executor.__init__, zexec.Executor.submit, zexec.Executor.map,
+           zexec.Executor.task, zexec.Executor.shutdown, zexec.TaskHandle.submit, zexec.TaskHandle.map,
+           zexec.Future.cancel, zexec.worker.task, zexec.worker.serve, zexec.worker.run, zexec.worker.command):
+    assert "return" in typing.get_type_hints(fn), f"{fn.__qualname__} has no return annotation"
+assert typing.get_type_hints(zexec.Future) == {"task_id": int, "task_name": str}
 with zexec.Executor(workers=1) as ex:
     assert ex.submit("echo", 41).result(60) == 41
 print(f"zexec {importlib.metadata.version('zexec')} from {pkg}: py.typed installed, a task ran")
