@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the build into a temporary prefix, then configures, builds and runs an outside
-# project that finds zexec with find_package(zexec CONFIG).
+# project that finds zexec with find_package(zexec CONFIG); then the same from the build tree.
 set -euo pipefail
 build_dir=$1
 source_dir=$2
@@ -8,7 +8,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
 cmake -S "$source_dir/tests/consumer" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CONSUMER_FLAGS:-} >/dev/null
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CONSUMER_FLAGS:-} >"$work/cmake.log"
+grep -q "zexec config: $work/prefix/" "$work/cmake.log" || { cat "$work/cmake.log"; exit 1; }
 cmake --build "$work/build" -j2 >/dev/null
 # The consumer's embedded Executor must start the installed daemon, which starts the installed worker.
 ZEXEC_DAEMON="$work/prefix/bin/zexecd" timeout 120 "$work/build/consumer" | tee "$work/out"
@@ -30,4 +31,12 @@ with zexec.Executor(workers=2) as ex:
     assert ex.submit("echo", 41).result(60) == 41
     assert list(ex.map("echo", range(5), timeout=60)) == list(range(5))
 print("python ok")' | grep -q "python ok"
-echo "consumer built against the installed package (CMake, pkg-config and Python) and ran"
+# The same project against the build tree itself (export(EXPORT): zexec_DIR=<build folder>), no
+# install. Its Executor finds zexecd by its own search: libzexec's build tree comes before $PATH.
+# shellcheck disable=SC2086
+cmake -S "$source_dir/tests/consumer" -B "$work/build-tree" -Dzexec_DIR="$build_dir" \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CONSUMER_FLAGS:-} >"$work/cmake.log"
+grep -qx -- "-- zexec config: $build_dir/zexecConfig.cmake" "$work/cmake.log" || { cat "$work/cmake.log"; exit 1; }
+cmake --build "$work/build-tree" -j2 >/dev/null
+env -u ZEXEC_DAEMON timeout 120 "$work/build-tree/consumer" | grep -q "sum 100"
+echo "consumer built against the installed package (CMake, pkg-config and Python) and the build tree, and ran"

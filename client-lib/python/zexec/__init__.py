@@ -7,12 +7,17 @@ Only the standard library, pyzmq and msgpack are needed; the wire protocol is
 docs/PROTOCOL.md (``zexec.protocol``).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._client import Executor, Future, TaskHandle, status
 from ._errors import (BadArgumentsError, ConnectionError, DaemonError, DaemonLostError, Error,
                       ProtocolError, QuarantinedError, QueueFullError, ResultTooLargeError,
                       ShuttingDownError, TaskError, TaskTimeoutError, UnknownTaskError,
                       UnencodableResultError, WorkerCrashedError, WorkerUnavailableError)
 from . import protocol
+
+if TYPE_CHECKING:  # what __getattr__ below returns, for type checkers
+    from . import worker
 
 __all__ = [
     "Executor", "Future", "TaskHandle", "status", "protocol",
@@ -23,7 +28,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # `zexec.worker` without importing it eagerly: `python3 -m zexec.worker` would otherwise find
     # it already imported and warn.
     if name == "worker":

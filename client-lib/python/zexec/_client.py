@@ -5,6 +5,8 @@ The connection behind an Executor is ``_core._Core`` (user side) over ``_connect
 (the I/O thread); its futures are ``_future.Future``.
 """
 
+from __future__ import annotations  # `X | None` in annotations on Python 3.9
+
 import atexit
 import concurrent.futures
 import logging
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import Any, Iterable, Iterator, Sequence
 
 import msgpack
 import zmq
@@ -39,7 +42,7 @@ def _default_endpoint():
     return os.environ.get("ZEXEC_ENDPOINT") or proto.default_endpoint()
 
 
-def status(endpoint=None, timeout=5.0):
+def status(endpoint: str | None = None, timeout: float = 5.0) -> dict[Any, Any]:
     """Asks a daemon for its ``status`` (no hello needed) and returns the decoded map."""
     endpoint = endpoint or _default_endpoint()
     ctx = zmq.Context.instance()
@@ -115,16 +118,16 @@ class TaskHandle:
     """A task name plus per-task options (``Executor.task(...)``): ``.submit(*args)`` and
     ``.map(*iterables)`` without options stealing positional argument names."""
 
-    def __init__(self, executor, name, options):
+    def __init__(self, executor: Executor, name: str, options: dict[str, int]):
         _check_name(name)
         self._executor = executor
         self.name = name
         self.options = options  # the wire options map (nonzero keys only)
 
-    def submit(self, *args):
+    def submit(self, *args: Any) -> Future:
         return self._executor._submit_many(self.name, [args], self.options, sealed=False)[0]
 
-    def map(self, *iterables, timeout=None, chunksize=1):
+    def map(self, *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
         return self._executor._map(self.name, self.options, iterables, timeout, chunksize)
 
     def __repr__(self):
@@ -227,9 +230,10 @@ class Executor(concurrent.futures.Executor):
     msgpack. ``task(name, timeout=..., retries=...)`` gives per-task options.
     """
 
-    def __init__(self, endpoint=None, *, workers=None, worker_command=None, name=None, daemon=None,
-                 daemon_args=(), connect_timeout=10.0, submit_timeout=10.0, cancel_timeout=5.0,
-                 stop_timeout=10.0):
+    def __init__(self, endpoint: str | None = None, *, workers: int | None = None,
+                 worker_command: str | None = None, name: str | None = None, daemon: str | None = None,
+                 daemon_args: Sequence[str] = (), connect_timeout: float = 10.0, submit_timeout: float = 10.0,
+                 cancel_timeout: float = 5.0, stop_timeout: float = 10.0) -> None:
         self._daemon = None
         self._run_dir = None
         self._shutdown_lock = threading.Lock()
@@ -276,27 +280,27 @@ class Executor(concurrent.futures.Executor):
 
     # ---- information ----
     @property
-    def welcome(self):
+    def welcome(self) -> proto.Welcome:
         """The daemon's ``welcome`` (client_id, results_endpoint, workers, heartbeat_ms, max_pending)."""
         return self._core.welcome
 
     @property
-    def daemon_pid(self):
+    def daemon_pid(self) -> int | None:
         """The private daemon's pid (embedded mode), else None."""
         return self._daemon.pid if self._daemon else None
 
     @property
-    def last_error(self):
+    def last_error(self) -> str | None:
         """The last problem reported by or about the daemon that no future could carry."""
         with self._core.lock:
             return self._core.last_error
 
-    def status(self, timeout=5.0):
+    def status(self, timeout: float = 5.0) -> dict[Any, Any]:
         """The daemon's status map (PROTOCOL.md section 3, ``status``)."""
         return status(self.endpoint, timeout)
 
     # ---- submitting ----
-    def submit(self, task_name, /, *args, **kwargs):
+    def submit(self, task_name: str, /, *args: Any, **kwargs: Any) -> Future:
         """Runs ``task_name(*args)`` in a worker; returns a :class:`Future`. Blocks while this
         client has ``max_pending`` unfinished tasks, up to ``submit_timeout`` (then QueueFullError)."""
         if kwargs:
@@ -304,13 +308,15 @@ class Executor(concurrent.futures.Executor):
         _check_name(task_name)
         return self._submit_many(task_name, [args], {}, sealed=False)[0]
 
-    def task(self, name, *, timeout=None, retries=0, crash_retries=0, retry_backoff=0.0):
+    def task(self, name: str, *, timeout: float | None = None, retries: int = 0, crash_retries: int = 0,
+             retry_backoff: float = 0.0) -> TaskHandle:
         """A handle for ``name`` with options: ``timeout`` (s; past it the worker is killed and the
         task fails with TaskTimeoutError), ``retries`` (after it raised), ``crash_retries`` (after
         its worker died), ``retry_backoff`` (s before the first retry, doubling)."""
         return TaskHandle(self, name, _options(timeout, retries, crash_retries, retry_backoff))
 
-    def map(self, task_name, *iterables, timeout=None, chunksize=1):
+    def map(self, task_name: str, *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[Any]:
         """Results of ``task_name(*args)`` for args in ``zip(*iterables)``, in input order.
 
         All tasks are submitted at once; ``timeout`` counts from this call (TimeoutError from the
@@ -357,7 +363,7 @@ class Executor(concurrent.futures.Executor):
         return result_iterator()
 
     # ---- stopping ----
-    def shutdown(self, wait=True, *, cancel_futures=False):
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new tasks; ``cancel_futures`` cancels those no worker started; ``wait`` waits for
         the rest, then says bye and stops the private daemon (if any). With ``wait=False`` that
         happens in the background once every task has finished."""

@@ -1,6 +1,8 @@
 """A zexec task's ``Future``: the stdlib's, plus a ``cancel()`` that asks the daemon and the
 settling the I/O thread does (also from RUNNING, when a forced cancel stopped the task)."""
 
+from __future__ import annotations  # `X | None` in annotations on Python 3.9
+
 import concurrent.futures
 import concurrent.futures._base as _cf
 
@@ -15,6 +17,9 @@ class Future(concurrent.futures.Future):
     returns True only if the daemon cancelled it (as ProcessPoolExecutor: False once running).
     """
 
+    task_id: int
+    task_name: str
+
     def __init__(self, core, task_id, task_name, spec):
         super().__init__()
         self._core = core
@@ -26,7 +31,7 @@ class Future(concurrent.futures.Future):
     def __repr__(self):
         return f"<zexec.Future {self.task_name}#{self.task_id} {self._state.lower()}>"
 
-    def cancel(self, force=False):
+    def cancel(self, force: bool = False) -> bool:
         """Asks the daemon to cancel the task; True only if it was (then this future is
         CANCELLED). ``force=True`` also stops a running task by stopping its worker (the daemon
         replaces it). Waits for the daemon's answer up to the executor's ``cancel_timeout``."""

@@ -31,12 +31,15 @@ Only ``Exception`` is caught: a task raising ``SystemExit`` or ``KeyboardInterru
 worker (the daemon reports ``WorkerCrashed`` and replaces it).
 """
 
+from __future__ import annotations  # `X | None` in annotations on Python 3.9
+
 import collections
 import inspect
 import os
 import sys
 import threading
 import time
+from typing import Any, Callable, NoReturn, TypeVar, overload
 
 import msgpack
 import zmq
@@ -61,7 +64,17 @@ class WorkerError(Error):
     """The worker cannot run: missing environment, bad registration, sockets failed."""
 
 
-def task(fn=None, /, name=None):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+# `@task` returns the function itself; `@task("name")` and `@task(name=...)` return the decorator.
+@overload
+def task(fn: _F, /) -> _F: ...
+@overload
+def task(fn: str, /) -> Callable[[_F], _F]: ...
+@overload
+def task(fn: None = None, /, name: str | None = None) -> Callable[[_F], _F]: ...
+def task(fn: Any = None, /, name: str | None = None) -> Any:
     """Registers a task: ``@task``, ``@task("name")`` or ``@task(name="name")``."""
     if isinstance(fn, str):
         fn, name = None, fn
@@ -80,7 +93,7 @@ def task(fn=None, /, name=None):
     return register(fn) if fn is not None else register
 
 
-def registered():
+def registered() -> list[str]:
     """The registered task names, in registration order."""
     return list(_registry)
 
@@ -412,7 +425,7 @@ def _config_from_env():
             "worker_id": int(wid), "heartbeat_ms": int(hb)}
 
 
-def serve(*, capacity=64, advertise=True):
+def serve(*, capacity: int = 64, advertise: bool = True) -> int:
     """Runs the registered tasks for the daemon that started this process; returns the exit
     status: 0 after the daemon's ``shutdown``, 1 when the daemon died or the I/O failed.
 
@@ -445,7 +458,7 @@ def serve(*, capacity=64, advertise=True):
     return session.exit_code
 
 
-def run(*, capacity=64, advertise=True):
+def run(*, capacity: int = 64, advertise: bool = True) -> NoReturn:
     """``serve()`` and exit with its status (the usual last line of a worker script)."""
     try:
         code = serve(capacity=capacity, advertise=advertise)
@@ -456,7 +469,7 @@ def run(*, capacity=64, advertise=True):
     sys.exit(code)
 
 
-def command(script, *functions):
+def command(script: str, *functions: str) -> str:
     """The ``worker_command`` that serves ``functions`` (names of plain functions) and the
     ``@task`` functions of ``script`` with this Python: e.g.
     ``zexec.Executor(workers=4, worker_command=zexec.worker.command(__file__, "task"))`` runs the
