@@ -82,6 +82,12 @@ class Daemon {
   const std::string& endpoint() const { return endpoint_; }
   // The daemon's answer to `status` (docs/PROTOCOL.md), as a msgpack object owned by the handle.
   msgpack::object_handle status(zmq::context_t& ctx) const { return status_at(ctx, endpoint_); }
+  // One of status's totals (counters over the daemon's life).
+  std::uint64_t total(zmq::context_t& ctx, const std::string& key) const {
+    auto oh = status(ctx);
+    using Map = std::map<std::string, msgpack::object>;
+    return oh.get().as<Map>().at("totals").as<Map>().at(key).as<std::uint64_t>();
+  }
   // Pids of the workers that said hello and take tasks.
   std::vector<pid_t> ready_worker_pids(zmq::context_t& ctx) const {
     auto oh = status(ctx);

@@ -400,3 +400,21 @@ TEST(Protocol, WorkerEventsPiecesMakeWhatEncodeWrites) {
   for (const auto& e : events) proto::append_event(out, e);
   EXPECT_EQ(out, proto::encode(proto::WorkerEvents{9, 1234567, events}));
 }
+
+TEST(Protocol, TheSenderOfARefusedWorkerFrameIsReadFromItsStart) {
+  using proto::sender_worker_id;
+  std::string events = proto::encode(
+      proto::WorkerEvents{42, 0, {proto::Event{1ULL << 32, proto::Outcome::started, {}, {}, {}}}});
+  EXPECT_EQ(sender_worker_id(events), 42u);
+  EXPECT_EQ(sender_worker_id(events.substr(0, events.size() - 1)), 42u) << "cut short: still names it";
+  EXPECT_EQ((sender_worker_id(proto::encode(proto::WorkerHello{7, 1, 1, {}}))), 7u);
+  EXPECT_EQ((sender_worker_id(proto::encode(proto::WorkerRevoked{9, {}}))), 9u);
+  EXPECT_EQ(sender_worker_id(proto::encode(proto::Ack{5})), std::nullopt) << "not a worker's message";
+  EXPECT_EQ(sender_worker_id(proto::encode(proto::Tasks{})), std::nullopt);
+  std::string other_version = events;
+  other_version[1] = 9;  // [version, ...]: a layout nobody can vouch for
+  EXPECT_EQ(sender_worker_id(other_version), std::nullopt);
+  EXPECT_EQ(sender_worker_id(events.substr(0, 3)), std::nullopt) << "no worker id yet";
+  EXPECT_EQ(sender_worker_id(""), std::nullopt);
+  EXPECT_EQ((sender_worker_id(proto::encode(proto::WorkerEvents{0, 0, {}}))), std::nullopt) << "0 is nobody";
+}

@@ -26,10 +26,6 @@ proto::TaskSpec task(std::uint64_t id, const std::string& name, std::string a) {
 std::map<std::string, msgpack::object> as_map(const msgpack::object& o) {
   return o.as<std::map<std::string, msgpack::object>>();
 }
-std::uint64_t total(Daemon& d, zmq::context_t& ctx, const std::string& key) {
-  auto oh = d.status(ctx);
-  return as_map(as_map(oh.get()).at("totals")).at(key).as<std::uint64_t>();
-}
 
 proto::CancelReply cancel_reply(RawClient& c) {
   auto m = c.recv_control(15s);
@@ -64,7 +60,7 @@ TEST_F(RecoveryTest, RetriesAreOptInAndCountedSeparately) {
   EXPECT_EQ(c.finals[4].error_message.rfind("unknown task 'no_such_task': no worker runs it (default: ", 0),
             0u)
       << c.finals[4].error_message;
-  EXPECT_EQ(total(d, ctx_, "retried"), 3u);  // 1 crash retry + 2 exception retries
+  EXPECT_EQ(d.total(ctx_, "retried"), 3u);  // 1 crash retry + 2 exception retries
 }
 
 TEST_F(RecoveryTest, APoisonTaskIsQuarantinedNotCrashLooped) {
@@ -77,7 +73,7 @@ TEST_F(RecoveryTest, APoisonTaskIsQuarantinedNotCrashLooped) {
   EXPECT_EQ(c.finals[1].error_type, "Quarantined");
   EXPECT_NE(c.finals[1].error_message.find("crashed its worker 3 times"), std::string::npos)
       << c.finals[1].error_message;
-  EXPECT_EQ(total(d, ctx_, "quarantined"), 1u);
+  EXPECT_EQ(d.total(ctx_, "quarantined"), 1u);
   c.submit(2, "echo", args(2));  // the pool is fine
   ASSERT_TRUE(c.wait_finals(2));
   EXPECT_EQ(value_of<int>(c.finals[2]), 2);
@@ -98,8 +94,8 @@ TEST_F(RecoveryTest, ForcedCancelStopsARunningTaskAndThePoolGoesOn) {
   ASSERT_TRUE(c.wait_finals(1, 20s));
   EXPECT_EQ(value_of<int>(c.finals[2]), 2);
   EXPECT_FALSE(c.finals.count(1));  // a cancelled task gets no event
-  EXPECT_EQ(total(d, ctx_, "cancelled"), 1u);
-  EXPECT_EQ(total(d, ctx_, "crashed"), 0u);
+  EXPECT_EQ(d.total(ctx_, "cancelled"), 1u);
+  EXPECT_EQ(d.total(ctx_, "crashed"), 0u);
 }
 
 TEST_F(RecoveryTest, EveryCancelRequestIsAnsweredEvenForRepeatedIds) {
@@ -189,7 +185,7 @@ TEST_F(RecoveryTest, AVanishedClientIsForgottenWithItsTasks) {
         return st.at("clients").via.array.size == 0 && st.at("queued").as<std::uint64_t>() == 0;
       },
       10s));
-  EXPECT_EQ(total(d, ctx_, "clients_dropped"), 1u);
+  EXPECT_EQ(d.total(ctx_, "clients_dropped"), 1u);
   RawClient c(ctx_, d.endpoint());
   c.submit(1, "echo", args(1));
   ASSERT_TRUE(c.wait_finals(1, 10s));
@@ -262,7 +258,7 @@ TEST_F(RecoveryTest, GarbageFromAWorkerIsCountedAndSurvived) {
   for (int i = 1; i <= 10; ++i) c.submit(i, "echo", args(i));
   ASSERT_TRUE(c.wait_finals(10, 30s));
   for (int i = 1; i <= 10; ++i) EXPECT_EQ(value_of<int>(c.finals[i]), i);
-  EXPECT_GE(total(d, ctx_, "bad_worker_frames"), 4u);  // the two-frame message may count once or twice
+  EXPECT_GE(d.total(ctx_, "bad_worker_frames"), 4u);  // the two-frame message may count once or twice
   EXPECT_TRUE(d.process().running());
 }
 

@@ -136,6 +136,7 @@ class Broker {
 
   // -- workers (workers.cpp): their messages, dispatch, revoke and steal
   void read_events();
+  void refused_worker_frame(std::optional<std::uint64_t> sender, const std::string& what);
   void on_worker_message(zexec::proto::Message& m);
   void on_worker_events(Worker& w, zexec::proto::WorkerEvents& m);
   void on_worker_revoked(Worker& w, const zexec::proto::WorkerRevoked& m);

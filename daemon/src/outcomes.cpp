@@ -185,18 +185,20 @@ void Broker::dead_worker_head(Worker& w, Handle h, const std::string& how) {
                           "task '" + t->name->text + "' was still running when the shutdown grace of " +
                               std::to_string(opts_.shutdown_grace_ms) + " ms ran out; its worker (pid " +
                               pid + ") was killed"});
-    case KilledBy::none:
-      // It died on its own. Blame the first task even without a started event: that event may
-      // not have left the worker before it died, and a poison task must still be counted.
+    case KilledBy::bad_frame:  // its answer about this task may be the very frame refused
+    case KilledBy::none: {
+      // It died on its own (or we could not read it). Blame the first task even without a
+      // started event: that event may not have left the worker before it died, and a poison
+      // task must still be counted.
       set_cancel_outcome(h, proto::CancelOutcome::finished);
+      std::string what =
+          w.killed_by == KilledBy::none
+              ? how + " while running task '" + t->name->text + "'"
+              : w.kill_reason + "; it was killed and replaced while running task '" + t->name->text + "'";
       return task_failed(
-          h,
-          proto::Event{0,
-                       proto::Outcome::error,
-                       {},
-                       "WorkerCrashed",
-                       "worker pid " + pid + " " + how + " while running task '" + t->name->text + "'"},
+          h, proto::Event{0, proto::Outcome::error, {}, "WorkerCrashed", "worker pid " + pid + " " + what},
           Failure::crashed);
+    }
   }
 }
 

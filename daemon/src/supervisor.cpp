@@ -170,6 +170,15 @@ void Supervisor::kill(Worker& w, KilledBy why, int sig) {
   ::kill(w.pid, sig);
 }
 
+void Supervisor::reject(Worker& w, const std::string& why) {
+  if (w.exit_status || w.killed_by == KilledBy::bad_frame) return;  // once is enough
+  spdlog::warn("worker {} (pid {}) sent an invalid frame ({}): killing and replacing it", w.slot, w.pid, why);
+  rejected_++;
+  w.kill_reason = "sent an invalid frame: " + why;
+  kill(w, KilledBy::bad_frame, SIGKILL);
+  w.state = WorkerState::stopping;  // nothing more for it while it dies
+}
+
 void Supervisor::reap() {
   int status = 0;
   pid_t pid;
@@ -208,7 +217,8 @@ void Supervisor::exited(int slot) {
   Slot& s = slots_[slot];
   if (!w.hello_seen) {
     s.fast_deaths++;
-    pools_[w.pool].last_failure = describe_wait_status(*w.exit_status);
+    pools_[w.pool].last_failure =
+        w.kill_reason.empty() ? describe_wait_status(*w.exit_status) : "it " + w.kill_reason;
   } else {
     s.fast_deaths = 0;
   }

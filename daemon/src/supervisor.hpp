@@ -74,6 +74,10 @@ class Supervisor {
   // Stops a worker on purpose, remembering why and what it ran then (the first reason sticks).
   // A cancel gets cancel_grace_ms to stop after SIGTERM, then SIGKILL.
   void kill(Worker& w, KilledBy why, int sig);
+  // A worker that sent a frame the daemon cannot read: its answers cannot be trusted, and the
+  // tasks it holds would wait on answers that never come. Killed now (SIGKILL) and replaced.
+  void reject(Worker& w, const std::string& why);
+  std::uint64_t rejected() const { return rejected_; }
 
   // SIGCHLD: note which workers ended (settled by tick() a moment later).
   void reap();
@@ -105,6 +109,7 @@ class Supervisor {
   std::vector<std::unique_ptr<Worker>> workers_;  // by slot
   std::uint64_t next_worker_id_ = 1;
   std::uint64_t restarts_ = 0;
+  std::uint64_t rejected_ = 0;  // workers killed for a frame the daemon refused
   Clock::time_point next_rss_check_{};
   bool stopping_ = false;
   Clock::time_point stop_deadline_ = Clock::time_point::max();

@@ -22,7 +22,7 @@ using Handle = std::uint64_t;  // TaskTable::Handle
 enum class WorkerState : std::uint8_t { starting, ready, stopping };
 
 // Why the daemon killed a worker, if it did: decides what its tasks become.
-enum class KilledBy : std::uint8_t { none, timeout, silence, cancel, shutdown };
+enum class KilledBy : std::uint8_t { none, timeout, silence, cancel, shutdown, bad_frame };
 
 struct Worker {
   // -- the process (Supervisor)
@@ -38,6 +38,7 @@ struct Worker {
   std::uint64_t rss_bytes = 0;  // last sampled resident memory
   KilledBy killed_by = KilledBy::none;
   Handle kill_target = 0;                                      // what was running when we killed it
+  std::string kill_reason;                                     // bad_frame: what was wrong with it
   Clock::time_point kill_deadline = Clock::time_point::max();  // SIGTERM sent: SIGKILL at this time
   std::optional<int> exit_status;  // reaped; settled a moment later so its last events arrive
   Clock::time_point exited_at;

@@ -26,15 +26,15 @@ void Broker::read_events() {
     if (!recv_now(events_, frame)) return;
     if (frame.more()) {  // a zexec message is one frame: drop the whole multipart message
       std::size_t parts = 1;
+      auto sender = proto::sender_worker_id(frame.to_string_view());
       for (zmq::message_t rest; frame.more() && recv_rest(events_, rest); ++parts) frame = std::move(rest);
-      counters_.bad_worker_frames++;
-      spdlog::warn("refused a worker message of {} frames (expected 1)", parts);
+      refused_worker_frame(sender, "a message of " + std::to_string(parts) + " frames (expected 1)");
       continue;
     }
     proto::Decoded d = proto::decode(frame.to_string_view());
     if (!d) {
-      counters_.bad_worker_frames++;
-      spdlog::warn("refused a worker frame of {} bytes: {}", frame.size(), d.error);
+      refused_worker_frame(proto::sender_worker_id(frame.to_string_view()),
+                           std::to_string(frame.size()) + " bytes: " + d.error);
       continue;
     }
     try {
@@ -44,6 +44,19 @@ void Broker::read_events() {
       spdlog::error("error handling a worker message: {}", e.what());
     }
   }
+}
+
+// A frame no reader can trust. When it still names its worker, that worker goes (its tasks move
+// on: the one it ran fails, the rest go back to the queue); otherwise only counted, and a worker
+// that sends nothing readable is caught by its silence (worker_liveness_ms).
+void Broker::refused_worker_frame(std::optional<std::uint64_t> sender, const std::string& what) {
+  counters_.bad_worker_frames++;
+  Worker* w = sender ? workers_.find(*sender) : nullptr;
+  if (!w) {
+    spdlog::warn("refused a worker frame from no known worker: {}", what);
+    return;
+  }
+  workers_.reject(*w, what);
 }
 
 void Broker::on_worker_message(proto::Message& m) {

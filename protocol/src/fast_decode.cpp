@@ -191,3 +191,26 @@ bool decode_fast(std::string_view frame, Message& out) {
 }
 
 }  // namespace zexec::proto::detail
+
+namespace zexec::proto {
+
+std::optional<std::uint64_t> sender_worker_id(std::string_view frame) {
+  detail::Reader r(frame);
+  std::uint32_t fields = 0;
+  std::uint64_t version = 0, type = 0, worker_id = 0;
+  if (!r.array(fields) || fields < 3 || !r.uint(version) || version != kVersion || !r.uint(type) ||
+      type > 0xff)
+    return {};
+  switch (static_cast<Type>(type)) {
+    case Type::worker_hello:
+    case Type::worker_events:
+    case Type::worker_revoked:
+      break;
+    default:
+      return {};
+  }
+  if (!r.uint(worker_id) || worker_id == 0) return {};
+  return worker_id;
+}
+
+}  // namespace zexec::proto

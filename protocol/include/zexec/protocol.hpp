@@ -193,6 +193,12 @@ struct Decoded {
 };
 Decoded decode(std::string_view frame);
 
+// Who sent a worker frame that decode() refused, if its start still says: a version-1 array whose
+// type is a worker's (worker_hello, worker_events, worker_revoked) and whose first field, the
+// worker id, is an unsigned integer. The daemon retires such a worker rather than leave the
+// tasks it holds waiting on answers it cannot read.
+std::optional<std::uint64_t> sender_worker_id(std::string_view frame);
+
 namespace detail {
 // decode() is decode_fast() (submit, tasks, update, worker_events in their plain encodings:
 // the hot path) falling back to decode_generic() (everything, with the reason for a refusal).
