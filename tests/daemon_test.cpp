@@ -3,6 +3,9 @@
 // daemon's own behaviour is what is tested: routing, bad input, stealing, crashes, shutdown.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <sstream>
+
 #include "daemon_harness.hpp"
 
 namespace proto = zexec::proto;
@@ -244,4 +247,29 @@ TEST_F(DaemonTest, TheDaemonsDefaultTimeoutAppliesToTasksWithoutTheirOwn) {
   EXPECT_EQ(c.finals[1].error_type, "TaskTimeout");
   EXPECT_NE(c.finals[1].error_message.find("ran past its 200 ms timeout"), std::string::npos);
   EXPECT_EQ(c.finals[2].kind, proto::Outcome::ok);  // its own, longer limit wins
+}
+
+// README: `log_level = "debug"` shows per-task lines, CLIENT:TASK as status and `zexec cancel` say.
+TEST_F(DaemonTest, DebugLogsOneLinePerTask) {
+  TempDir dir;
+  std::string err = dir.path() + "/stderr", endpoint = dir.ipc("d.sock");
+  Process daemon({bin_path("zexecd"), "--endpoint", endpoint, "--workers", "1", "--log-level", "debug"}, {},
+                 {}, err);
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(endpoint.substr(6)); }));
+  std::uint64_t client_id = 0;
+  {
+    RawClient c(ctx_, endpoint);
+    client_id = c.welcome().client_id;
+    c.submit(41, "echo", args(1));
+    c.submit(42, "fail", args(std::string("boom")));
+    ASSERT_TRUE(c.wait_finals(2));
+  }
+  daemon.kill(SIGTERM);
+  ASSERT_TRUE(daemon.wait_exit(15s));
+  std::ifstream in(err);
+  std::stringstream log;
+  log << in.rdbuf();
+  std::string id = std::to_string(client_id);
+  EXPECT_NE(log.str().find("task " + id + ":41 'echo' succeeded"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("task " + id + ":42 'fail' failed: std::runtime_error: boom"), std::string::npos);
 }

@@ -12,6 +12,20 @@ namespace zexecd {
 namespace proto = zexec::proto;
 
 namespace {
+const char* outcome_name(proto::Outcome o) {
+  switch (o) {
+    case proto::Outcome::started:
+      return "started";
+    case proto::Outcome::ok:
+      return "succeeded";
+    case proto::Outcome::error:
+      return "failed";
+    case proto::Outcome::cancelled:
+      return "cancelled";
+  }
+  return "?";
+}
+
 // Errors that a retry cannot fix: the same call would fail the same way.
 bool deterministic(const std::string& type) {
   return type == "UnknownTask" || type == "BadArguments" || type == "ResultTooLarge";
@@ -23,6 +37,11 @@ void Broker::finish_task(Handle h, proto::Event&& e) {
   if (!t) return;
   if (t->attempts > 1 && e.kind == proto::Outcome::error)
     e.error_message += " (attempt " + std::to_string(t->attempts) + ")";
+  // One line per task at debug: CLIENT:TASK, the id `zexec cancel` and status use.
+  if (spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("task {}:{} '{}' {}{}{}", t->client_id, t->client_task_id, t->name->text,
+                  outcome_name(e.kind), e.kind == proto::Outcome::error ? ": " + e.error_type + ": " : "",
+                  e.kind == proto::Outcome::error ? e.error_message : "");
   if (Client* c = find_client(t->client_id)) {
     c->tasks.erase(t->client_task_id);
     if (e.kind == proto::Outcome::cancelled) c->cancelled.insert(t->client_task_id);
