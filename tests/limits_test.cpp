@@ -219,6 +219,17 @@ TEST(Limits, RaisesTheSoftLimitToTheHardOne) {
   zmq::context_t ctx;
   int cap = std::stoi(setting(ctx, d.endpoint(), "max_clients"));
   EXPECT_GT(cap, 64 / zexecd::kFdsPerClient) << "derived from the soft limit zexecd started with";
+  // Its workers start with the limit zexecd was started with: task code that uses select()
+  // breaks on descriptors past 1024.
+  std::vector<pid_t> workers;
+  ASSERT_TRUE(wait_until([&] {
+    std::ifstream f("/proc/" + std::to_string(d.pid()) + "/task/" + std::to_string(d.pid()) + "/children");
+    for (pid_t p; f >> p;) workers.push_back(p);
+    return !workers.empty();
+  }));
+  auto [worker_soft, worker_hard] = fd_limits(workers.front());
+  EXPECT_EQ(worker_soft, 64);
+  EXPECT_EQ(worker_hard, 512);
 }
 
 // Under 128 open files a flood of hellos (more than 128 / 4 clients could ever fit) used to abort

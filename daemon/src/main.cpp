@@ -10,6 +10,7 @@
 #include "broker.hpp"
 #include "fd_budget.hpp"
 #include "options.hpp"
+#include "spawn.hpp"
 
 namespace {
 // "%*" in a pattern: the syslog priority of the message's level, for journald.
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   // too) runs out at a few hundred clients, and libzmq aborts on EMFILE. max_clients keeps the
   // daemon inside what the limit allows.
   const zexecd::FdBudget fds = zexecd::raise_fd_limit();
+  zexecd::set_worker_fd_limit(fds.soft_before);
   const zexecd::Note cap = zexecd::apply_client_cap(fds, opts, "start");
   try {
     // SIGHUP re-reads the same file and flags; invalid settings are logged and not applied.

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +49,14 @@ std::vector<std::string> split_command(const std::string& line) {
   return words;
 }
 
+namespace {
+long worker_fd_limit = 0;  // set once at start, before any worker is spawned
+}  // namespace
+
+void set_worker_fd_limit(long soft) {
+  worker_fd_limit = soft;
+}
+
 pid_t spawn_process(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
   // Build everything before fork: only async-signal-safe calls are allowed in the child.
   std::vector<char*> args;
@@ -76,6 +85,13 @@ pid_t spawn_process(const std::vector<std::string>& argv, const std::vector<std:
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     for (int sig : {SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGPIPE}) signal(sig, SIG_DFL);
+    if (worker_fd_limit > 0) {
+      rlimit r{};
+      if (getrlimit(RLIMIT_NOFILE, &r) == 0 && static_cast<rlim_t>(worker_fd_limit) < r.rlim_cur) {
+        r.rlim_cur = static_cast<rlim_t>(worker_fd_limit);
+        setrlimit(RLIMIT_NOFILE, &r);
+      }
+    }
     execvpe(args[0], args.data(), envp.data());
     const char* msg = "zexecd: cannot execute worker command\n";
     [[maybe_unused]] auto n = write(2, msg, strlen(msg));
