@@ -106,13 +106,14 @@ TEST(Reload, ALiveSettingTakesEffectAndShowsInStatus) {
 // that connects afterwards is told the new rate.
 TEST(Reload, AConnectedClientKeepsTheHeartbeatItWasWelcomedWith) {
   zmq::context_t ctx;
-  ReloadDaemon d("workers = 1\nlog_level = \"warn\"\nheartbeat_ms = 200\n");
+  const std::string common = "workers = 1\nlog_level = \"warn\"\nworker_liveness_ms = 20000\n";
+  ReloadDaemon d(common + "heartbeat_ms = 200\n");
   zexec::ClientOptions o;
   o.connect_timeout = 10s;
   zexec::Client before(d.endpoint(), o);
   ASSERT_EQ(before.heartbeat_ms(), 200u);
   EXPECT_EQ(before.submit("echo", 1).result<int>(20s), 1);
-  d.reload("workers = 1\nlog_level = \"warn\"\nheartbeat_ms = 5000\n");
+  d.reload(common + "heartbeat_ms = 5000\n");
   ASSERT_TRUE(d.shows(ctx, "heartbeat_ms", "5000")) << d.log();
   EXPECT_EQ(d.settings(ctx).at("client_timeout_ms"), "25000");
   // A task spanning more than the 1 s (5 x 200 ms) the old client waits for a heartbeat.
@@ -123,6 +124,25 @@ TEST(Reload, AConnectedClientKeepsTheHeartbeatItWasWelcomedWith) {
   zexec::Client after(d.endpoint(), o);
   EXPECT_EQ(after.heartbeat_ms(), 5000u);
   EXPECT_EQ(after.submit("echo", 3).result<int>(20s), 3);
+}
+
+// A heartbeat_ms a worker cannot keep within worker_liveness_ms is refused: at start, and on a
+// reload (logged; the settings in force stay).
+TEST(Reload, AHeartbeatWorkersCannotKeepIsRefused) {
+  zmq::context_t ctx;
+  ReloadDaemon d("workers = 1\nlog_level = \"warn\"\nheartbeat_ms = 200\n");
+  d.reload("workers = 1\nlog_level = \"warn\"\nheartbeat_ms = 5000\n");
+  ASSERT_TRUE(wait_until([&] {
+    return d.log().find("heartbeat_ms 5000 must be below worker_liveness_ms 3000") != std::string::npos;
+  })) << d.log();
+  EXPECT_EQ(d.settings(ctx).at("heartbeat_ms"), "200");
+  TempDir dir;
+  Process p({bin_path("zexecd"), "--heartbeat-ms", "3000", "--endpoint", dir.ipc("x.sock")}, {},
+            dir.path() + "/out", dir.path() + "/err");
+  ASSERT_TRUE(p.wait_exit(10s));
+  EXPECT_EQ(WEXITSTATUS(p.status()), 2);
+  EXPECT_NE(contents(dir.path() + "/err").find("heartbeat_ms 3000 must be below worker_liveness_ms 3000"),
+            std::string::npos);
 }
 
 // (c) Restart-only settings: not applied, `status` shows the value in force, the log names each.

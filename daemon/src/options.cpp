@@ -470,6 +470,14 @@ bool parse_options(int argc, char** argv, Options& out) {
   }
   if (out.endpoint.empty()) out.endpoint = zexec::proto::default_endpoint();
   out.endpoint_given = out.endpoint;
+  // A worker heartbeats every heartbeat_ms (ZEXEC_HEARTBEAT_MS, given at its start) and is killed
+  // after worker_liveness_ms of silence: the other way round, every idle worker would be killed
+  // and replaced, and every long task with it (e.g. heartbeat_ms raised to 5000 on a reload).
+  if (out.heartbeat_ms >= out.worker_liveness_ms)
+    throw std::invalid_argument("heartbeat_ms " + std::to_string(out.heartbeat_ms) +
+                                " must be below worker_liveness_ms " +
+                                std::to_string(out.worker_liveness_ms) +
+                                " (a worker silent that long is killed; it heartbeats every heartbeat_ms)");
   return true;
 }
 
