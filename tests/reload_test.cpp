@@ -127,8 +127,8 @@ TEST(Reload, AConnectedClientKeepsTheHeartbeatItWasWelcomedWith) {
 }
 
 // A heartbeat_ms a worker cannot keep within worker_liveness_ms is refused: at start, and on a
-// reload (logged; the settings in force stay).
-TEST(Reload, AHeartbeatWorkersCannotKeepIsRefused) {
+// reload (logged; the settings in force stay). So is an unknown log level.
+TEST(Reload, AHeartbeatWorkersCannotKeepOrAnUnknownLogLevelIsRefused) {
   zmq::context_t ctx;
   ReloadDaemon d("workers = 1\nlog_level = \"warn\"\nheartbeat_ms = 200\n");
   d.reload("workers = 1\nlog_level = \"warn\"\nheartbeat_ms = 5000\n");
@@ -136,6 +136,11 @@ TEST(Reload, AHeartbeatWorkersCannotKeepIsRefused) {
     return d.log().find("heartbeat_ms 5000 must be below worker_liveness_ms 3000") != std::string::npos;
   })) << d.log();
   EXPECT_EQ(d.settings(ctx).at("heartbeat_ms"), "200");
+  // So is a log level spdlog does not know (it would have read it as "off").
+  d.reload("workers = 1\nlog_level = \"loud\"\n");
+  ASSERT_TRUE(wait_until([&] { return d.log().find("unknown level 'loud'") != std::string::npos; }))
+      << d.log();
+  EXPECT_EQ(d.settings(ctx).at("log_level"), "warn");
   TempDir dir;
   Process p({bin_path("zexecd"), "--heartbeat-ms", "3000", "--endpoint", dir.ipc("x.sock")}, {},
             dir.path() + "/out", dir.path() + "/err");

@@ -470,6 +470,12 @@ bool parse_options(int argc, char** argv, Options& out) {
   }
   if (out.endpoint.empty()) out.endpoint = zexec::proto::default_endpoint();
   out.endpoint_given = out.endpoint;
+  // Here and not only at start (main.cpp): on a reload spdlog would read a misspelt level as "off".
+  static constexpr std::string_view kLevels[] = {"trace", "debug", "info",     "warn", "warning",
+                                                 "err",   "error", "critical", "off"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), out.log_level) == std::end(kLevels))
+    throw std::invalid_argument("log_level: unknown level '" + out.log_level +
+                                "' (trace, debug, info, warn, error or off)");
   // A worker heartbeats every heartbeat_ms (ZEXEC_HEARTBEAT_MS, given at its start) and is killed
   // after worker_liveness_ms of silence: the other way round, every idle worker would be killed
   // and replaced, and every long task with it (e.g. heartbeat_ms raised to 5000 on a reload).
