@@ -321,7 +321,8 @@ bool Broker::move_metrics(const std::string& address, int port) {
     try {
       next = open();
     } catch (const std::exception&) {
-      // Same port, another address (127.0.0.1 -> 0.0.0.0): the old server holds the port.
+      // Same port, another address (127.0.0.1 -> 0.0.0.0): the old server may hold the port
+      // (httplib sets SO_REUSEPORT, which Linux honours only for the same user).
       if (!metrics_ || port != opts_.metrics_port) throw;
       metrics_.reset();
       try {
@@ -336,7 +337,7 @@ bool Broker::move_metrics(const std::string& address, int port) {
       }
     }
     metrics_ = std::move(next);
-    next_metrics_ = {};  // publish at the next tick: the new server starts empty
+    if (metrics_) metrics_->publish(metrics_text());  // a new server starts empty
     if (metrics_)
       spdlog::info("SIGHUP: metrics now on http://{}:{}/metrics", address, port);
     else
