@@ -192,7 +192,7 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   // next deadline. The fallback bounds the sleep so a lost wake-up costs at most a heartbeat.
   Clock::time_point next = now + std::chrono::milliseconds(opts_.heartbeat_ms);
   for (std::uint64_t id : std::exchange(doomed_, {})) drop_client(id, "not reading its replies");
-  client_timers(now);
+  next = std::min(next, client_timers(now));  // a client may have a shorter heartbeat (reload)
   next = std::min(next, workers_.tick(now));
   next = std::min(next, task_timers(now));
   if (flush_replies()) next = std::min(next, now + std::chrono::milliseconds(5));
@@ -275,24 +275,80 @@ void Broker::begin_shutdown() {
   workers_.stop(stop_deadline_);
 }
 
-// SIGHUP: read the settings again (file and flags) and apply what can change while serving. The
-// pool grows or shrinks between tasks; nothing queued or running is lost.
+// SIGHUP: read the settings again (file and flags) and apply what can change while serving,
+// as each setting's row in options.cpp says (Reload). The pool grows or shrinks between tasks;
+// nothing queued or running is lost; a connected client keeps the heartbeat and timeout of its
+// welcome (client_timers); a restart-only setting keeps its value, with a warning; the metrics
+// server moves to its new address, or stays where it is if it cannot. `opts_` is then what is in
+// force, which is what `status` shows.
 void Broker::reload() {
   std::optional<Options> fresh = reload_ ? reload_() : std::nullopt;
   if (!fresh) {
     spdlog::warn("SIGHUP: settings not reloaded (no --config, or they are invalid: see above)");
     return;
   }
-  if (fresh->endpoint != opts_.endpoint)
-    spdlog::warn("SIGHUP: endpoint change to {} needs a restart; still serving {}", fresh->endpoint,
-                 opts_.endpoint);
-  fresh->endpoint = opts_.endpoint;
+  for (const auto& k : keep_restart_only(opts_, *fresh))
+    spdlog::warn("SIGHUP: {} change to '{}' needs a restart of zexecd; keeping '{}'", k.name, k.wanted,
+                 k.kept);
   if (fresh->client_timeout_ms <= 0) fresh->client_timeout_ms = 5 * fresh->heartbeat_ms;
+  if (fresh->heartbeat_ms != opts_.heartbeat_ms || fresh->client_timeout_ms != opts_.client_timeout_ms)
+    spdlog::info(
+        "SIGHUP: heartbeat_ms {} and client_timeout_ms {} apply to clients that connect from now on "
+        "(and heartbeat_ms to workers started from now on); {} connected keep theirs",
+        fresh->heartbeat_ms, fresh->client_timeout_ms, clients_.size());
+  if (fresh->metrics_port != opts_.metrics_port || fresh->metrics_address != opts_.metrics_address) {
+    if (!move_metrics(fresh->metrics_address, fresh->metrics_port)) {
+      fresh->metrics_port = metrics_ ? opts_.metrics_port : 0;  // 0: not even the old one came back
+      fresh->metrics_address = opts_.metrics_address;
+    }
+  }
   spdlog::set_level(spdlog::level::from_str(fresh->log_level));
   opts_ = *fresh;
   // Pools keep their slots and workers, and grow or shrink to what the settings now say.
   resize_pools(*fresh);
   spdlog::info("SIGHUP: settings reloaded; {}", status_line());
+}
+
+// The metrics server on address:port (0 = off), for reload: false, with an error logged, when it
+// cannot listen there (the old one then goes on serving, if there was one).
+bool Broker::move_metrics(const std::string& address, int port) {
+  auto open = [&]() -> std::unique_ptr<MetricsServer> {
+    if (port <= 0) return nullptr;
+    return std::make_unique<MetricsServer>(address, port);
+  };
+  try {
+    std::unique_ptr<MetricsServer> next;
+    try {
+      next = open();
+    } catch (const std::exception&) {
+      // Same port, another address (127.0.0.1 -> 0.0.0.0): the old server may hold the port
+      // (httplib sets SO_REUSEPORT, which Linux honours only for the same user).
+      if (!metrics_ || port != opts_.metrics_port) throw;
+      metrics_.reset();
+      try {
+        next = open();
+      } catch (...) {
+        try {
+          metrics_ = std::make_unique<MetricsServer>(opts_.metrics_address, opts_.metrics_port);
+        } catch (const std::exception& e) {
+          spdlog::error("SIGHUP: metrics: cannot listen on the old address again either: {}", e.what());
+        }
+        throw;
+      }
+    }
+    metrics_ = std::move(next);
+    if (metrics_) metrics_->publish(metrics_text());  // a new server starts empty
+    if (metrics_)
+      spdlog::info("SIGHUP: metrics now on http://{}:{}/metrics", address, port);
+    else
+      spdlog::info("SIGHUP: metrics off");
+    return true;
+  } catch (const std::exception& e) {
+    spdlog::error(
+        "SIGHUP: {}; metrics stay on {}", e.what(),
+        metrics_ ? opts_.metrics_address + ":" + std::to_string(opts_.metrics_port) : "nothing (off)");
+    return false;
+  }
 }
 
 // Counters once a second, a minute back: `status` shows rates over the last minute.

@@ -66,6 +66,10 @@ struct Client {
   Clock::time_point last_sent;
   Clock::time_point oldest_unacked_sent;
   bool doomed = false;  // to be dropped at the next tick (see reply())
+  // What its `welcome` said, kept for its whole connection: a reload that changes heartbeat_ms
+  // or client_timeout_ms applies to clients that connect afterwards.
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds timeout{5000};
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
@@ -111,6 +115,7 @@ class Broker {
   void handle_signals();
   void begin_shutdown();
   void reload();
+  bool move_metrics(const std::string& address, int port);  // reload: metrics_ to a new address
   bool shutdown_complete();
   void sample_rates(Clock::time_point now);
 
@@ -130,7 +135,7 @@ class Broker {
   void post_event(Task& t, zexec::proto::Event&& e);  // queue an event for the task's client
   void flush_client(Client& c, Clock::time_point now);
   void flush_clients(Clock::time_point now);
-  void client_timers(Clock::time_point now);
+  Clock::time_point client_timers(Clock::time_point now);  // returns its next deadline
   void finish_cancel(int req_index);
   Client* find_client(std::uint64_t id);
 

@@ -151,11 +151,13 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   c->last_heard = c->last_sent = Clock::now();
   spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
   std::uint32_t workers = workers_.wanted_workers();
+  c->heartbeat = std::chrono::milliseconds(opts_.heartbeat_ms);  // this client's for good (reload)
+  c->timeout = std::chrono::milliseconds(opts_.client_timeout_ms);
   reply(rid,
-        proto::Welcome{c->id, c->results_endpoint, workers, static_cast<std::uint32_t>(opts_.heartbeat_ms),
+        proto::Welcome{c->id, c->results_endpoint, workers, static_cast<std::uint32_t>(c->heartbeat.count()),
                        static_cast<std::uint32_t>(opts_.max_pending_per_client),
                        static_cast<std::uint32_t>(opts_.max_unacked_updates),
-                       static_cast<std::uint32_t>(opts_.client_timeout_ms)});
+                       static_cast<std::uint32_t>(c->timeout.count())});
   client_by_rid_[rid] = c->id;
   clients_.emplace(c->id, std::move(c));
 }
@@ -391,11 +393,14 @@ void Broker::flush_clients(Clock::time_point now) {
     if (!c->outbox.empty() && !c->held) flush_client(*c, now);
 }
 
-void Broker::client_timers(Clock::time_point now) {
-  auto heartbeat = std::chrono::milliseconds(opts_.heartbeat_ms);
+// Each client on the heartbeat and timeout its welcome gave it: a reload changes them only for
+// clients that connect afterwards (it expects a heartbeat every c->heartbeat).
+Clock::time_point Broker::client_timers(Clock::time_point now) {
+  Clock::time_point next = Clock::time_point::max();
   std::vector<std::uint64_t> gone;
   for (auto& [id, c] : clients_) {
-    if (now - c->last_heard > std::chrono::milliseconds(opts_.client_timeout_ms)) {
+    const auto heartbeat = c->heartbeat;
+    if (now - c->last_heard > c->timeout) {
       gone.push_back(id);
       continue;
     }
@@ -411,11 +416,16 @@ void Broker::client_timers(Clock::time_point now) {
         if (!send_now(c->results, zmq::buffer(frame))) break;
       c->oldest_unacked_sent = now;
     }
+    // Its next heartbeat and its timeout: the loop's own fallback is the heartbeat_ms in force,
+    // which may be longer than this client's.
+    next = std::min(
+        next, std::min(c->last_sent + heartbeat, c->last_heard + c->timeout + std::chrono::milliseconds(1)));
   }
   for (auto id : gone) {
     counters_.clients_dropped++;
     drop_client(id, "silent for too long");
   }
+  return next;
 }
 
 }  // namespace zexecd

@@ -3,6 +3,7 @@
 // broker's loop publishes; it never touches the broker's state.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,6 +28,7 @@ class MetricsServer {
  private:
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listened_{false};  // listen_after_bind() returned
   std::mutex mutex_;
   std::string text_;
 };

@@ -19,6 +19,7 @@ enum class Kind { integer, string, boolean };
 struct Setting {
   const char* name;
   Kind kind;
+  Reload reload;  // what SIGHUP does with a change (options.hpp)
   const char* help;
   int Options::*int_field = nullptr;
   long min = 0, max = 0;
@@ -26,61 +27,75 @@ struct Setting {
   bool Options::*bool_field = nullptr;
 };
 
-constexpr Setting integer(const char* name, int Options::*f, long min, long max, const char* help) {
-  return {name, Kind::integer, help, f, min, max, nullptr, nullptr};
+constexpr Setting integer(const char* name, int Options::*f, long min, long max, Reload r, const char* help) {
+  return {name, Kind::integer, r, help, f, min, max, nullptr, nullptr};
 }
-constexpr Setting text(const char* name, std::string Options::*f, const char* help) {
-  return {name, Kind::string, help, nullptr, 0, 0, f, nullptr};
+constexpr Setting text(const char* name, std::string Options::*f, Reload r, const char* help) {
+  return {name, Kind::string, r, help, nullptr, 0, 0, f, nullptr};
 }
-constexpr Setting boolean(const char* name, bool Options::*f, const char* help) {
-  return {name, Kind::boolean, help, nullptr, 0, 0, nullptr, f};
+constexpr Setting boolean(const char* name, bool Options::*f, Reload r, const char* help) {
+  return {name, Kind::boolean, r, help, nullptr, 0, 0, nullptr, f};
 }
 
+// Reload: what SIGHUP does with each (decided by how daemon/src uses the value):
+//   live         in force at once (read at each use, or applied by Broker::reload);
+//   new_clients  agreed per client in `welcome`: a connected client keeps what it was told;
+//   restart      read once at start, or a change would break what connected clients were told:
+//                SIGHUP logs a warning naming it and keeps the value in force.
 const Setting kSettings[] = {
-    text("endpoint", &Options::endpoint,
+    text("endpoint", &Options::endpoint, Reload::restart,
          "client endpoint to bind, ipc://PATH or tcp://HOST:PORT (default: "
          "ipc://$XDG_RUNTIME_DIR/zexec/zexecd.sock, "
          "/run/zexec/zexecd.sock as root)"),
-    integer("workers", &Options::workers, 0, 4096, "worker processes (0 = number of cores)"),
-    text("worker_command", &Options::worker_command,
-         "worker command line \"PATH ARGS...\" (default: zexec-worker beside zexecd)"),
-    text("log_level", &Options::log_level, "trace, debug, info, warn, error or off"),
-    integer("heartbeat_ms", &Options::heartbeat_ms, 10, 60000,
-            "heartbeat period towards clients and workers, ms"),
-    integer("client_timeout_ms", &Options::client_timeout_ms, 0, 3600000,
+    integer("workers", &Options::workers, 0, 4096, Reload::live,
+            "worker processes (0 = number of cores); on reload the pool grows, or shrinks between tasks"),
+    text("worker_command", &Options::worker_command, Reload::live,
+         "worker command line \"PATH ARGS...\" (default: zexec-worker beside zexecd); on reload, for "
+         "workers started from then on"),
+    text("log_level", &Options::log_level, Reload::live, "trace, debug, info, warn, error or off"),
+    integer("heartbeat_ms", &Options::heartbeat_ms, 10, 60000, Reload::new_clients,
+            "heartbeat period towards clients and workers, ms (a connected client and a running worker "
+            "keep the one they were given)"),
+    integer("client_timeout_ms", &Options::client_timeout_ms, 0, 3600000, Reload::new_clients,
             "drop a client silent this long, ms (0 = 5 x heartbeat_ms)"),
-    integer("worker_liveness_ms", &Options::worker_liveness_ms, 50, 3600000,
+    integer("worker_liveness_ms", &Options::worker_liveness_ms, 50, 3600000, Reload::live,
             "kill and replace a worker silent this long, ms"),
-    integer("max_prefetch", &Options::max_prefetch, 1, 65536, "most unfinished tasks sent to one worker"),
-    integer("steal_after_ms", &Options::steal_after_ms, 0, 3600000,
+    integer("max_prefetch", &Options::max_prefetch, 1, 65536, Reload::live,
+            "most unfinished tasks sent to one worker"),
+    integer("steal_after_ms", &Options::steal_after_ms, 0, 3600000, Reload::live,
             "idle workers take unstarted tasks queued behind a task running this long, ms"),
-    integer("max_tasks_per_worker", &Options::max_tasks_per_worker, 0, 2000000000,
+    integer("max_tasks_per_worker", &Options::max_tasks_per_worker, 0, 2000000000, Reload::live,
             "replace a worker after it ran this many tasks (0 = never)"),
-    integer("max_memory_per_worker_mb", &Options::max_memory_per_worker_mb, 0, 1000000,
+    integer("max_memory_per_worker_mb", &Options::max_memory_per_worker_mb, 0, 1000000, Reload::live,
             "replace a worker whose resident memory passes this many MiB, between tasks (0 = never)"),
-    integer("task_timeout_ms", &Options::task_timeout_ms, 0, 2000000000,
-            "hard time limit for a task that sets no timeout of its own, ms (0 = none)"),
-    integer("quarantine_after", &Options::quarantine_after, 1, 1000,
+    integer("task_timeout_ms", &Options::task_timeout_ms, 0, 2000000000, Reload::live,
+            "hard time limit for a task that sets no timeout of its own, ms (0 = none); on reload, for "
+            "tasks submitted from then on"),
+    integer("quarantine_after", &Options::quarantine_after, 1, 1000, Reload::live,
             "a task that crashed its worker this many times fails as Quarantined"),
-    integer("cancel_grace_ms", &Options::cancel_grace_ms, 0, 3600000,
+    integer("cancel_grace_ms", &Options::cancel_grace_ms, 0, 3600000, Reload::live,
             "forced cancel of a running task: SIGTERM, then SIGKILL after this, ms"),
-    integer("max_pending_per_client", &Options::max_pending_per_client, 1, 100000000,
+    // These two are told to each client in `welcome`, but the daemon enforces one figure for all
+    // (on_submit, flush_client): a lower max_pending would fail tasks a connected client was allowed
+    // to send, a higher max_unacked break the bound it was promised. Restart until those read a
+    // per-client copy; then new_clients.
+    integer("max_pending_per_client", &Options::max_pending_per_client, 1, 100000000, Reload::restart,
             "most unfinished tasks one client may have in the daemon"),
-    integer("shutdown_grace_ms", &Options::shutdown_grace_ms, 0, 3600000,
+    integer("shutdown_grace_ms", &Options::shutdown_grace_ms, 0, 3600000, Reload::live,
             "on SIGTERM, how long running tasks may finish, ms"),
-    integer("max_unacked_updates", &Options::max_unacked_updates, 1, 65536,
+    integer("max_unacked_updates", &Options::max_unacked_updates, 1, 65536, Reload::restart,
             "per client: result messages in flight awaiting ack"),
-    integer("max_clients", &Options::max_clients, 0, 1000000,
+    integer("max_clients", &Options::max_clients, 0, 1000000, Reload::live,
             "most clients at once; a hello past it gets error too_many_clients (0 = what the open-file "
             "limit allows, at 4 descriptors a client; a larger number is lowered to that; `status` shows "
-            "the figure in use)"),
-    integer("metrics_port", &Options::metrics_port, 0, 65535,
+            "the figure in use); lowered on reload, it refuses new clients and drops none"),
+    integer("metrics_port", &Options::metrics_port, 0, 65535, Reload::live,
             "serve Prometheus metrics on this HTTP port (0 = off)"),
-    text("metrics_address", &Options::metrics_address, "address the metrics port listens on"),
-    integer("parent_pid", &Options::parent_pid, 0, 2147483647,
+    text("metrics_address", &Options::metrics_address, Reload::live, "address the metrics port listens on"),
+    integer("parent_pid", &Options::parent_pid, 0, 2147483647, Reload::live,
             "stop as on SIGTERM once the process with this pid is no longer zexecd's parent, e.g. "
             "an embedded daemon's program (0 = off)"),
-    boolean("print_endpoint", &Options::print_endpoint,
+    boolean("print_endpoint", &Options::print_endpoint, Reload::restart,
             "print the bound endpoint on stdout once serving (useful with tcp://HOST:*)"),
 };
 
@@ -123,6 +138,19 @@ void set_from_text(const Setting& s, Options& o, const std::string& v) {
       return;
     }
   }
+}
+
+// " (restart)" / " (new clients)" after a setting's help: what SIGHUP does with it.
+const char* reload_tag(const Setting& s) {
+  switch (s.reload) {
+    case Reload::live:
+      return "";
+    case Reload::new_clients:
+      return " (new clients)";
+    case Reload::restart:
+      return " (restart)";
+  }
+  return "";
 }
 
 std::string value_text(const Setting& s, const Options& o) {
@@ -228,11 +256,14 @@ void print_help() {
       "each result to the client that submitted it, in the order tasks finish.\n\n"
       "usage: zexecd [--config FILE] [--setting VALUE | --setting=VALUE]...\n\n"
       "Every setting may also be given in the TOML file named by --config, as `name = value`\n"
-      "(e.g. workers = 8); flags override the file.\n\nsettings:\n");
+      "(e.g. workers = 8); flags override the file. SIGHUP re-reads both and applies every setting\n"
+      "at once but those marked (new clients): clients connected before keep the value they were\n"
+      "welcomed with; and (restart): kept as they are, with a warning, until zexecd restarts.\n\n"
+      "settings:\n");
   Options defaults;
   for (const auto& s : kSettings) {
     const char* arg = s.kind == Kind::integer ? " N" : s.kind == Kind::string ? " STR" : "";
-    std::printf("  --%-26s %s\n", (flag_of(s.name) + arg).c_str(), s.help);
+    std::printf("  --%-26s %s%s\n", (flag_of(s.name) + arg).c_str(), s.help, reload_tag(s));
     auto d = value_text(s, defaults);
     if (!d.empty()) std::printf("  %-28s default: %s\n", "", d.c_str());
   }
@@ -285,8 +316,8 @@ void print_manpage() {
   Options defaults;
   for (const auto& s : kSettings) {
     const char* arg = s.kind == Kind::integer ? " N" : s.kind == Kind::string ? " STR" : "";
-    std::printf(".TP\n.BI \\-\\-%s \"%s\"\n%s.", roff_escape(flag_of(s.name)).c_str(), arg,
-                roff_escape(s.help).c_str());
+    std::printf(".TP\n.BI \\-\\-%s \"%s\"\n%s%s.", roff_escape(flag_of(s.name)).c_str(), arg,
+                roff_escape(s.help).c_str(), reload_tag(s));
     auto d = value_text(s, defaults);
     if (!d.empty()) std::printf(" Default: %s.", roff_escape(d).c_str());
     std::printf("\nFile key: \\fB%s\\fR.\n", roff_escape(s.name).c_str());
@@ -307,7 +338,10 @@ void print_manpage() {
       "deliver their results, cancel queued ones, exit 0. A second signal stops at once.\n"
       ".TP\n.B SIGHUP\nRe\\-read the settings (the \\-\\-config file and the flags) and resize the worker "
       "pools\n"
-      "without losing a task. The endpoint needs a restart.\n"
+      "without losing a task. Every setting takes effect at once except those marked (new clients),\n"
+      "which apply to clients that connect afterwards (a connected client keeps the heartbeat and\n"
+      "timeout it was welcomed with), and those marked (restart), which keep their value until\n"
+      "zexecd restarts; a warning names each of these that changed.\n"
       ".SH ENVIRONMENT\n"
       ".TP\n.B NOTIFY_SOCKET, WATCHDOG_USEC\nset by systemd: READY=1, STATUS=, WATCHDOG=1 and STOPPING=1 are "
       "sent.\n"
@@ -435,7 +469,47 @@ bool parse_options(int argc, char** argv, Options& out) {
     }
   }
   if (out.endpoint.empty()) out.endpoint = zexec::proto::default_endpoint();
+  out.endpoint_given = out.endpoint;
+  // Here and not only at start (main.cpp): on a reload spdlog would read a misspelt level as "off".
+  static constexpr std::string_view kLevels[] = {"trace", "debug", "info",     "warn", "warning",
+                                                 "err",   "error", "critical", "off"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), out.log_level) == std::end(kLevels))
+    throw std::invalid_argument("log_level: unknown level '" + out.log_level +
+                                "' (trace, debug, info, warn, error or off)");
+  // A worker heartbeats every heartbeat_ms (ZEXEC_HEARTBEAT_MS, given at its start) and is killed
+  // after worker_liveness_ms of silence: the other way round, every idle worker would be killed
+  // and replaced, and every long task with it (e.g. heartbeat_ms raised to 5000 on a reload).
+  if (out.heartbeat_ms >= out.worker_liveness_ms)
+    throw std::invalid_argument("heartbeat_ms " + std::to_string(out.heartbeat_ms) +
+                                " must be below worker_liveness_ms " +
+                                std::to_string(out.worker_liveness_ms) +
+                                " (a worker silent that long is killed; it heartbeats every heartbeat_ms)");
   return true;
+}
+
+std::vector<KeptSetting> keep_restart_only(const Options& in_force, Options& fresh) {
+  std::vector<KeptSetting> kept;
+  for (const auto& s : kSettings) {
+    if (s.reload != Reload::restart) continue;
+    std::string wanted = value_text(s, fresh), now = value_text(s, in_force);
+    // The endpoint in force is the bound one (tcp port * resolved): compare what was asked for.
+    bool endpoint = s.str_field == &Options::endpoint;
+    if (endpoint ? wanted != in_force.endpoint_given : wanted != now)
+      kept.push_back({s.name, std::move(wanted), now});
+    switch (s.kind) {
+      case Kind::string:
+        fresh.*s.str_field = in_force.*s.str_field;
+        break;
+      case Kind::boolean:
+        fresh.*s.bool_field = in_force.*s.bool_field;
+        break;
+      case Kind::integer:
+        fresh.*s.int_field = in_force.*s.int_field;
+        break;
+    }
+  }
+  fresh.endpoint_given = in_force.endpoint_given;
+  return kept;
 }
 
 std::vector<std::pair<std::string, std::string>> settings_of(const Options& o) {

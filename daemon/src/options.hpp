@@ -17,6 +17,13 @@ struct PoolSpec {
   bool operator==(const PoolSpec&) const = default;
 };
 
+// What SIGHUP does with a changed setting (each row of the table in options.cpp says which).
+enum class Reload {
+  live,         // in force at once
+  new_clients,  // agreed per client in `welcome`: clients that connect afterwards get it
+  restart,      // kept as it is (a warning names it) until zexecd restarts
+};
+
 struct Options {
   std::string endpoint;        // client endpoint (ipc:// or tcp://)
   int workers = 0;             // worker processes; 0 = number of cores
@@ -41,8 +48,10 @@ struct Options {
   std::vector<PoolSpec> pools;  // more pools, each with its own command (the default one is above)
   int metrics_port = 0;         // Prometheus metrics over HTTP; 0 = off
   std::string metrics_address = "127.0.0.1";  // loopback unless you say otherwise
-  std::string config_path;  // the --config file, if any (not a setting: where settings come from)          //
-                            // print the bound endpoint on stdout once serving (tcp port *)
+  std::string config_path;  // the --config file, if any (not a setting: where settings come from)
+  // The endpoint as configured (not a setting): `endpoint` becomes the bound one (tcp port * resolved),
+  // and a reload compares the file's with this one.
+  std::string endpoint_given;
 };
 
 // Parses argv: the TOML file of --config (if any) first, then every flag over it. Throws
@@ -52,6 +61,15 @@ bool parse_options(int argc, char** argv, Options& out);
 
 // Reads a TOML file of settings into `out`; unknown keys and bad values are refused.
 void load_config(const std::string& path, Options& out);
+
+// A restart-only setting that a reload would have changed: its name, the value asked for, the
+// value kept in force.
+struct KeptSetting {
+  std::string name, wanted, kept;
+};
+// For SIGHUP: resets in `fresh` every Reload::restart setting to its value in `in_force`, and
+// returns those whose value differed.
+std::vector<KeptSetting> keep_restart_only(const Options& in_force, Options& fresh);
 
 // Every setting and its current value, as text (for `status`).
 std::vector<std::pair<std::string, std::string>> settings_of(const Options& o);
