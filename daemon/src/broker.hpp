@@ -66,6 +66,8 @@ struct Client {
   Clock::time_point last_sent;
   Clock::time_point oldest_unacked_sent;
   bool doomed = false;  // to be dropped at the next tick (see reply())
+  // Its submits refused as a whole with `backlogged` (on_submit, refuse_backlogged).
+  std::uint64_t submits_backlogged = 0;
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
@@ -222,6 +224,8 @@ class Broker {
   std::string scratch_;              // reused encode buffer
   // Hellos refused by max_clients over the daemon's life (on_hello logs the 1st, 2nd, 4th...).
   std::uint64_t clients_refused_ = 0;
+  // A submit whose events at once would pile up past the client's bound is refused whole (on_submit).
+  bool refuse_backlogged(Client& c, const zexec::proto::Submit& m);
 };
 
 }  // namespace zexecd
