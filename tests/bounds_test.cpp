@@ -214,3 +214,31 @@ TEST_F(BoundsTest, UnknownTaskFloodFromAClientThatNeverAcksIsBounded) {
   Flooder f(ctx_, d.endpoint());
   flood_and_check(d, f, "no_such_task");
 }
+
+// While the daemon stops, every task submitted gets a ShuttingDown event: bounded the same way.
+TEST_F(BoundsTest, ShuttingDownFloodFromAClientThatNeverAcksIsBounded) {
+  Daemon d(1, {}, {"--max-pending-per-client", "100", "--shutdown-grace-ms", "60000"});
+  Flooder f(ctx_, d.endpoint());
+  // A running task keeps the daemon stopping (not stopped) through the flood.
+  f.send(proto::Submit{{{kFlood + 1, "sleep", args(30.0)}}});
+  ASSERT_TRUE(wait_until([&] { return total(d, ctx_, "submitted") == 1; }, 20s));
+  {
+    zmq::socket_t admin(ctx_, zmq::socket_type::dealer);
+    admin.set(zmq::sockopt::linger, 0);
+    admin.connect(d.endpoint());
+    std::string frame = proto::encode(proto::Drain{});
+    admin.send(zmq::buffer(frame), zmq::send_flags::none);
+    zmq::pollitem_t item{admin.handle(), 0, ZMQ_POLLIN, 0};
+    ASSERT_EQ(zmq::poll(&item, 1, 10s), 1) << "no answer to drain";  // a status_reply
+  }
+  ASSERT_TRUE(as_map(d.status(ctx_).get()).at("stopping").as<bool>());
+  const long before = rss_kib(d.process().pid());
+  f.flood("noop", args());  // answered: the daemon is still serving
+  const long growth = rss_kib(d.process().pid()) - before;
+  std::printf("zexecd RSS grew by %ld KiB over a flood of %llu tasks while stopping (%zu submits refused)\n",
+              growth, static_cast<unsigned long long>(kFlood), f.errors.size());
+  EXPECT_LT(growth, kMaxGrowthKiB);
+  ASSERT_FALSE(f.errors.empty());
+  for (auto& e : f.errors) EXPECT_EQ(e.code, "backlogged") << e.message;
+  EXPECT_TRUE(d.process().running());
+}
