@@ -70,6 +70,8 @@ struct Client {
   // or client_timeout_ms applies to clients that connect afterwards.
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds timeout{5000};
+  // Its submits refused as a whole with `backlogged` (on_submit, refuse_backlogged).
+  std::uint64_t submits_backlogged = 0;
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
@@ -228,6 +230,8 @@ class Broker {
   std::string scratch_;              // reused encode buffer
   // Hellos refused by max_clients over the daemon's life (on_hello logs the 1st, 2nd, 4th...).
   std::uint64_t clients_refused_ = 0;
+  // A submit whose events at once would pile up past the client's bound is refused whole (on_submit).
+  bool refuse_backlogged(Client& c, const zexec::proto::Submit& m);
 };
 
 }  // namespace zexecd

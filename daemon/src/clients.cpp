@@ -163,6 +163,7 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
 }
 
 void Broker::on_submit(Client& c, proto::Submit& m) {
+  if (refuse_backlogged(c, m)) return;
   for (auto& spec : m.tasks) {
     if (c.tasks.find(spec.id)) {
       // Not an event: an event for this id would settle the first task's future.
@@ -426,6 +427,54 @@ Clock::time_point Broker::client_timers(Clock::time_point now) {
     drop_client(id, "silent for too long");
   }
   return next;
+}
+
+// Tasks refused at submit (QueueFull, ShuttingDown) and tasks no pool runs (settled at once, so
+// their slot is free again at once) become events without any task running: max_pending does not
+// bound them, and the run queues' kMaxOutboxEvents only stops dispatch. A client that never takes
+// its results could pile them up without bound. So a submit that would push the client's
+// undelivered events past kMaxOutboxEvents + 2 * max_pending is refused as a whole: one `error`
+// `backlogged` names it, none of its tasks is accepted and none gets an event. A client within
+// max_pending never gets here: its undelivered events are at most the kMaxOutboxEvents that stop
+// dispatch, plus a started and a final event for each of its (at most max_pending) tasks.
+bool Broker::refuse_backlogged(Client& c, const proto::Submit& m) {
+  const auto pending = static_cast<std::size_t>(opts_.max_pending_per_client);
+  const std::size_t bound = kMaxOutboxEvents + 2 * pending;
+  if (c.outbox.size() + m.tasks.size() <= bound) return false;  // even one event per task fits
+  // The events this submit would add at once, as the loop in on_submit would make them.
+  std::size_t at_once = 0, unfinished = c.tasks.size();
+  std::unordered_set<std::uint64_t> accepted;  // ids of this frame that would stay unfinished
+  for (const auto& spec : m.tasks) {
+    if (c.tasks.find(spec.id) || accepted.count(spec.id)) continue;  // duplicate_task_id: no event
+    if (stopping_ || unfinished >= pending || route(spec.name) == kNoPool) {
+      ++at_once;
+      continue;
+    }
+    ++unfinished;
+    accepted.insert(spec.id);
+  }
+  if (at_once == 0 || c.outbox.size() + at_once <= bound) return false;
+  counters_.bad_client_frames++;
+  ++c.submits_backlogged;
+  if ((c.submits_backlogged & (c.submits_backlogged - 1)) == 0)  // the 1st, 2nd, 4th...
+    spdlog::warn(
+        "client {} ('{}' pid {}) takes no results: {} events undelivered, {} unacknowledged updates; "
+        "refused its submit of {} tasks as a whole ({} submits refused so far)",
+        c.id, c.name, c.pid, c.outbox.size(), c.unacked.size(), m.tasks.size(), c.submits_backlogged);
+  // at_once > 0: the frame has tasks. Its first and last ids name it (a client numbers its tasks).
+  std::string ids = std::to_string(m.tasks.front().id) + ".." + std::to_string(m.tasks.back().id);
+  reply(c.routing_id,
+        proto::Error{"backlogged",
+                     "submit of " + std::to_string(m.tasks.size()) + " tasks (ids " + ids +
+                         ") refused as a whole, none accepted: this client takes no results and has " +
+                         std::to_string(c.outbox.size()) + " events undelivered; the " +
+                         std::to_string(at_once) + " events this submit makes at once would pass the " +
+                         std::to_string(bound) + " zexecd holds for a client (" +
+                         std::to_string(kMaxOutboxEvents) +
+                         " + 2 x max_pending). Take results and ack "
+                         "them, and keep within max_pending (" +
+                         std::to_string(pending) + ")"});
+  return true;
 }
 
 }  // namespace zexecd
