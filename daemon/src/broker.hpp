@@ -66,6 +66,9 @@ struct Client {
   Clock::time_point last_sent;
   Clock::time_point oldest_unacked_sent;
   bool doomed = false;  // to be dropped at the next tick (see reply())
+  // The ZAP address ("localhost:UID:GID:PID" on ipc, the IP on tcp) of the first peer that
+  // connected to `results`: the only peer let in later (read_zap, results_guard.cpp).
+  std::string results_peer;
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
@@ -222,6 +225,20 @@ class Broker {
   std::string scratch_;              // reused encode buffer
   // Hellos refused by max_clients over the daemon's life (on_hello logs the 1st, 2nd, 4th...).
   std::uint64_t clients_refused_ = 0;
+
+  // -- who may connect to a client's results socket (results_guard.cpp, PROTOCOL.md §2)
+  // Results sockets of ipc endpoints: "ENDPOINT.r-XXXXXX/TOKEN", a directory of this daemon run
+  // (mode 0711: nobody can list it) and a random 64-bit token per client; empty for tcp.
+  std::string results_dir_;
+  // The ZAP handler (inproc://zeromq.zap.01): every peer of a results socket asks it first.
+  zmq::socket_t zap_;
+  std::uint64_t results_intruders_ = 0;  // peers refused on a results socket (status totals)
+  void open_results_guard();
+  void read_zap();
+  static std::string results_zap_domain(std::uint64_t client_id);
+
+ public:
+  static std::uint64_t random_u64();  // getrandom(): tokens, the first client id of a run
 };
 
 }  // namespace zexecd

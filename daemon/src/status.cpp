@@ -123,7 +123,7 @@ std::string Broker::status_body() const {
 
   pk.pack(std::string_view("totals"));
   const Counters& t = counters_;
-  pk.pack_map(12);
+  pk.pack_map(13);
   kv(pk, "submitted", t.submitted);
   kv(pk, "succeeded", t.succeeded);
   kv(pk, "failed", t.failed);
@@ -136,6 +136,7 @@ std::string Broker::status_body() const {
   kv(pk, "bad_client_frames", t.bad_client_frames);
   kv(pk, "bad_worker_frames", t.bad_worker_frames);
   kv(pk, "clients_dropped", t.clients_dropped);
+  kv(pk, "results_intruders", results_intruders_);  // peers refused on a results socket
   return std::string(buf.data(), buf.size());
 }
 
