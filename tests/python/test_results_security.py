@@ -60,23 +60,26 @@ def test_stale_executor_takes_none_of_the_next_runs_results(start_daemon):
     ctx = zmq.Context()
     where = tempfile.mkdtemp(prefix="zxs-", dir="/tmp")  # ipc paths must stay short
     endpoint = f"ipc://{where}/zexecd.sock"
-    a = start_daemon("--heartbeat-ms", "50", workers=1, endpoint=endpoint)
-    stale = zexec.Executor(a.endpoint)
-    old = stale.welcome
-    stale_results = stale._core.results_endpoint
-    pending = stale.submit("sleep", 5.0)
-    wait_for(pending.running, what="start")
-    a.kill()
-    with pytest.raises(zexec.DaemonLostError):
-        pending.result(T)
-    # The Executor closed its PULL with the session: it never comes back to its old path.
-    assert not _peer_connects(ctx, stale_results, 1.0), "the stale Executor's PULL reconnected"
-    # A PULL that is never closed (an old client library, a wedged process) at that path.
-    stale_pull = _spy(ctx, old.results_endpoint)
-
-    b = start_daemon(workers=1, endpoint=endpoint)
-    fresh = zexec.Executor(b.endpoint)
+    executors = []
     try:
+        a = start_daemon("--heartbeat-ms", "50", workers=1, endpoint=endpoint)
+        stale = zexec.Executor(a.endpoint)
+        executors.append(stale)
+        old = stale.welcome
+        stale_results = stale._core.results_endpoint
+        pending = stale.submit("sleep", 5.0)
+        wait_for(pending.running, what="start")
+        a.kill()
+        with pytest.raises(zexec.DaemonLostError):
+            pending.result(T)
+        # The Executor closed its PULL with the session: it never comes back to its old path.
+        assert not _peer_connects(ctx, stale_results, 1.0), "the stale Executor's PULL reconnected"
+        # A PULL that is never closed (an old client library, a wedged process) at that path.
+        stale_pull = _spy(ctx, old.results_endpoint)
+
+        b = start_daemon(workers=1, endpoint=endpoint)
+        fresh = zexec.Executor(b.endpoint)
+        executors.append(fresh)
         assert fresh.welcome.client_id != old.client_id, "client id reused across daemon runs"
         assert fresh.welcome.results_endpoint != old.results_endpoint
         # A PULL guessing the pre-token path of the new client's results socket.
@@ -89,7 +92,7 @@ def test_stale_executor_takes_none_of_the_next_runs_results(start_daemon):
         assert _drain(stale_pull) == 0, "the stale client's PULL took some of the new client's results"
         assert _drain(guess) == 0
     finally:
-        fresh.shutdown()
-        stale.shutdown()
+        for ex in executors:
+            ex.shutdown()
         ctx.destroy(0)
         shutil.rmtree(where, ignore_errors=True)
