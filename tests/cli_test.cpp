@@ -104,15 +104,17 @@ TEST(Cli, CancelTakesAnotherClientsTaskByTheIdStatusShows) {
   ASSERT_TRUE(c.collect([&] { return c.started.count(1) > 0; }, 10s));
   c.submit(2, "echo", args(2));  // queued behind the sleep (the worker is stuck in it)
   std::string zexec = bin_path("zexec") + " --endpoint " + d.endpoint();
+  // Client ids start at a random number each daemon run (never reused): read it from welcome.
+  std::string cid = std::to_string(c.welcome().client_id);
   auto status = sh(dir, zexec + " status");
-  EXPECT_NE(status.out.find("1:1 sleep"), std::string::npos) << status.out;  // CLIENT:TASK name
-  auto queued = sh(dir, zexec + " cancel 1:2");
+  EXPECT_NE(status.out.find(cid + ":1 sleep"), std::string::npos) << status.out;  // CLIENT:TASK name
+  auto queued = sh(dir, zexec + " cancel " + cid + ":2");
   EXPECT_EQ(queued.status, 0) << queued.out << queued.err;
-  EXPECT_EQ(queued.out, "1:2: cancelled\n");
-  auto running = sh(dir, zexec + " cancel 1:1");
+  EXPECT_EQ(queued.out, cid + ":2: cancelled\n");
+  auto running = sh(dir, zexec + " cancel " + cid + ":1");
   EXPECT_EQ(running.status, 1);
   EXPECT_NE(running.out.find("running"), std::string::npos);
-  auto forced = sh(dir, zexec + " cancel --force 1:1");
+  auto forced = sh(dir, zexec + " cancel --force " + cid + ":1");
   EXPECT_EQ(forced.status, 0) << forced.out << forced.err;
   // The owner hears of both as events, so its futures end.
   ASSERT_TRUE(c.wait_finals(2, 20s));

@@ -236,18 +236,18 @@ TEST_F(RecoveryTest, OneClientFloodingDoesNotStarveAnother) {
     flood.send(s);
   }
   // Wait until the daemon holds the whole flood, then ask for a little.
-  auto unfinished_of = [&](const std::string& name) -> std::uint64_t {
+  auto unfinished_of = [&](const RawClient& who) -> std::uint64_t {
     auto oh = d.status(ctx_);
     for (auto& c : as_map(oh.get()).at("clients").as<std::vector<std::map<std::string, msgpack::object>>>())
-      if (c.at("id").as<std::uint64_t>() == 1 && name == "flood")
+      if (c.at("id").as<std::uint64_t>() == who.welcome().client_id)  // ids start anywhere (§2)
         return c.at("unfinished").as<std::uint64_t>();
     return 0;
   };
-  ASSERT_TRUE(wait_until([&] { return unfinished_of("flood") > 15000; }, 10s));
+  ASSERT_TRUE(wait_until([&] { return unfinished_of(flood) > 15000; }, 10s));
   for (int i = 1; i <= 10; ++i) small.submit(i, "noop", args());
   ASSERT_TRUE(small.wait_finals(10, 20s));
   // Served in turn, not after the 20,000 tasks queued before them.
-  EXPECT_GT(unfinished_of("flood"), 10000u);
+  EXPECT_GT(unfinished_of(flood), 10000u);
 }
 
 TEST_F(RecoveryTest, GarbageFromAWorkerIsCountedAndSurvived) {

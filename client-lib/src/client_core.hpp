@@ -105,6 +105,7 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   void open_results_socket(const proto::Welcome& w);
   void read_dealer();
   void read_results();
+  void close_results() noexcept;  // at the session's end: a stale PULL must not reconnect
   // The next message on `s` into `out` (false: none waits, or the connection is broken). A
   // frame that does not decode leaves `out` empty and fails everything (bad_frame).
   bool receive(zmq::socket_t& s, const char* what, std::optional<proto::Message>& out);

@@ -40,11 +40,11 @@ void ClientCore::run() noexcept {
   } catch (const std::exception& e) {
     fail_everything(std::string("zexec client I/O thread failed: ") + e.what(), Phase::broken);
   }
+  close_results();  // the session is over: nothing more is read there
   say_bye();
   fail_everything("zexec::Client for " + endpoint_ + " was closed before the task finished", Phase::closed);
   try {
     // Whatever is still queued (bye included) may wait up to `linger` for the daemon to take it.
-    results_.close();
     dealer_.close();
   } catch (...) {
   }
@@ -62,6 +62,7 @@ void ClientCore::loop() {
 
     if (io_phase_ == Phase::broken) {
       // Every future has failed and nothing more will be read: wait for close() (a wake-up).
+      close_results();
       wait_for_wake();
       continue;
     }
@@ -81,6 +82,16 @@ void ClientCore::loop() {
     if (items[1].revents & ZMQ_POLLIN) drain_wake_fd();
     if (items[0].revents & ZMQ_POLLIN) read_dealer();
     if (n == 3 && (items[2].revents & ZMQ_POLLIN)) read_results();
+  }
+}
+
+// A PULL left open reconnects to its endpoint for ever (ZMQ_RECONNECT_IVL): after a daemon
+// restart it would join whichever socket is bound at that path and take a share of another
+// client's results. So the session's end (broken, daemon lost, closed) closes it at once.
+void ClientCore::close_results() noexcept {
+  try {
+    results_.close();  // no-op once closed
+  } catch (...) {
   }
 }
 

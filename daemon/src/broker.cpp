@@ -3,12 +3,14 @@
 
 #include <malloc.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -37,6 +39,29 @@ std::string make_run_dir() {
     tmpl = "/tmp/zexecd-XXXXXX";
     if (!mkdtemp(tmpl.data())) throw std::runtime_error("cannot create a private run directory");
   }
+  return tmpl;
+}
+
+// The directory of this run's results sockets, next to the ipc endpoint (so a client reaches it
+// wherever it reaches the endpoint): mkdtemp's random name, then mode 0711, so any peer can open
+// a socket in it whose name it was told but nobody can list the names. The directories of
+// earlier runs (a daemon killed before it could remove its own) go first: no daemon serves the
+// endpoint any more when this runs.
+std::string make_results_dir(const std::string& endpoint) {
+  std::filesystem::path ep = endpoint.substr(6);
+  std::string prefix = ep.filename().string() + ".r-";
+  std::error_code ec;
+  std::filesystem::path parent = ep.has_parent_path() ? ep.parent_path() : std::filesystem::path(".");
+  for (const auto& e : std::filesystem::directory_iterator(parent, ec)) {
+    struct stat st {};
+    std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || name.size() != prefix.size() + 6) continue;
+    if (lstat(e.path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
+    std::filesystem::remove_all(e.path(), ec);
+  }
+  std::string tmpl = (parent / (prefix + "XXXXXX")).string();
+  if (!mkdtemp(tmpl.data()) || chmod(tmpl.c_str(), 0711) != 0)
+    throw std::runtime_error("cannot create the results directory " + tmpl + ": " + std::strerror(errno));
   return tmpl;
 }
 
@@ -78,6 +103,11 @@ Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
   }
   front_.bind(opts_.endpoint);
   opts_.endpoint = front_.get(zmq::sockopt::last_endpoint);
+  if (opts_.endpoint.rfind("ipc://", 0) == 0) results_dir_ = make_results_dir(opts_.endpoint);
+  open_results_guard();
+  // Ids are never reused by a later run (an old client's id must not name a new client): a
+  // random start, 2^20 ids apart at least, below 2^53 (exact in a JSON number, a double).
+  next_client_id_ = ((random_u64() & 0xffffffffu) << 20) + 1;
 
   run_dir_ = make_run_dir();
   events_endpoint_ = "ipc://" + run_dir_ + "/events";
@@ -101,9 +131,8 @@ Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
 Broker::~Broker() {
   std::error_code ec;
   std::filesystem::remove_all(run_dir_, ec);
-  for (auto& [id, c] : clients_)
-    if (c->results_endpoint.rfind("ipc://", 0) == 0)
-      std::filesystem::remove(c->results_endpoint.substr(6), ec);
+  clients_.clear();  // their results sockets first, then the directory that holds them
+  if (!results_dir_.empty()) std::filesystem::remove_all(results_dir_, ec);
   if (opts_.endpoint.rfind("ipc://", 0) == 0) std::filesystem::remove(opts_.endpoint.substr(6), ec);
 }
 
@@ -133,6 +162,7 @@ int Broker::run() {
     items.push_back({front_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({events_.handle(), 0, ZMQ_POLLIN, 0});
     items.push_back({nullptr, signal_fd_, ZMQ_POLLIN, 0});
+    items.push_back({zap_.handle(), 0, ZMQ_POLLIN, 0});  // peers of results sockets (results_guard.cpp)
     workers_.for_each([&](Worker& w) {
       if (w.pending.empty()) return;
       items.push_back({w.tasks.handle(), 0, ZMQ_POLLOUT, 0});
@@ -162,7 +192,8 @@ int Broker::run() {
       if (items[1].revents & ZMQ_POLLIN) read_events();
       if (items[2].revents) handle_signals();
       if (items[0].revents & ZMQ_POLLIN) read_front();
-      std::size_t k = 3;
+      if (items[3].revents & ZMQ_POLLIN) read_zap();
+      std::size_t k = 4;
       for (auto [slot, id] : poll_workers)
         if (Worker* w = workers_.at(slot); (items[k++].revents & ZMQ_POLLOUT) && w && w->id == id)
           workers_.flush(*w);

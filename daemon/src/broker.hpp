@@ -72,6 +72,9 @@ struct Client {
   std::chrono::milliseconds timeout{5000};
   // Its submits refused as a whole with `backlogged` (on_submit, refuse_backlogged).
   std::uint64_t submits_backlogged = 0;
+  // The ZAP address ("localhost:UID:GID:PID" on ipc, the IP on tcp) of the first peer that
+  // connected to `results`: the only peer let in later (read_zap, results_guard.cpp).
+  std::string results_peer;
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
@@ -232,6 +235,20 @@ class Broker {
   std::uint64_t clients_refused_ = 0;
   // A submit whose events at once would pile up past the client's bound is refused whole (on_submit).
   bool refuse_backlogged(Client& c, const zexec::proto::Submit& m);
+
+  // -- who may connect to a client's results socket (results_guard.cpp, PROTOCOL.md §2)
+  // Results sockets of ipc endpoints: "ENDPOINT.r-XXXXXX/TOKEN", a directory of this daemon run
+  // (mode 0711: nobody can list it) and a random 64-bit token per client; empty for tcp.
+  std::string results_dir_;
+  // The ZAP handler (inproc://zeromq.zap.01): every peer of a results socket asks it first.
+  zmq::socket_t zap_;
+  std::uint64_t results_intruders_ = 0;  // peers refused on a results socket (status totals)
+  void open_results_guard();
+  void read_zap();
+  static std::string results_zap_domain(std::uint64_t client_id);
+
+ public:
+  static std::uint64_t random_u64();  // getrandom(): tokens, the first client id of a run
 };
 
 }  // namespace zexecd

@@ -16,8 +16,16 @@ constexpr std::size_t kMaxHeldReplies = 1024;  // replies held for a client befo
 constexpr std::size_t kMaxEventsPerUpdate = 8192;
 constexpr std::size_t kMaxUpdateBytes = 4 << 20;
 
-std::string results_endpoint_for(const std::string& front, std::uint64_t client_id) {
-  if (front.rfind("ipc://", 0) == 0) return front + ".r" + std::to_string(client_id);
+// A results socket's endpoint must be a secret only its client learns (welcome): ipc, a random
+// 64-bit token in the daemon run's results directory, which nobody can list (results_dir_);
+// tcp, an ephemeral port. Never a name that can be derived, like the client id: a stale client
+// of an earlier daemon run would reconnect to it and share the new client's results.
+std::string results_endpoint_for(const std::string& front, const std::string& results_dir) {
+  if (front.rfind("ipc://", 0) == 0) {
+    char token[17];
+    std::snprintf(token, sizeof token, "%016llx", static_cast<unsigned long long>(Broker::random_u64()));
+    return "ipc://" + results_dir + "/" + token;
+  }
   // tcp://HOST:PORT -> tcp://HOST:* (ephemeral port, read back after bind)
   auto colon = front.rfind(':');
   return front.substr(0, colon) + ":*";
@@ -134,7 +142,9 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
     c->results = zmq::socket_t(ctx_, zmq::socket_type::push);
     c->results.set(zmq::sockopt::sndhwm, 1000);
     c->results.set(zmq::sockopt::linger, 0);
-    c->results.bind(results_endpoint_for(opts_.endpoint, c->id));
+    // Every peer is vetted by read_zap (results_guard.cpp) before its handshake completes.
+    c->results.set(zmq::sockopt::zap_domain, results_zap_domain(c->id));
+    c->results.bind(results_endpoint_for(opts_.endpoint, results_dir_));
     c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
   } catch (const std::exception& e) {
     // EMFILE (fds, or libzmq's socket limit) or anything else: this client is told, the rest go on.

@@ -123,20 +123,25 @@ std::string Broker::status_body() const {
 
   pk.pack(std::string_view("totals"));
   const Counters& t = counters_;
-  pk.pack_map(13);
-  kv(pk, "submitted", t.submitted);
-  kv(pk, "succeeded", t.succeeded);
-  kv(pk, "failed", t.failed);
-  kv(pk, "cancelled", t.cancelled);
-  kv(pk, "crashed", t.crashed);
-  kv(pk, "timed_out", t.timed_out);
-  kv(pk, "retried", t.retried);
-  kv(pk, "quarantined", t.quarantined);
-  kv(pk, "worker_restarts", workers_.restarts());
-  kv(pk, "bad_client_frames", t.bad_client_frames);
-  kv(pk, "bad_worker_frames", t.bad_worker_frames);
-  kv(pk, "workers_rejected", workers_.rejected());
-  kv(pk, "clients_dropped", t.clients_dropped);
+  // A table, so the map's size is counted, not written by hand.
+  const std::pair<const char*, std::uint64_t> totals[] = {
+      {"submitted", t.submitted},
+      {"succeeded", t.succeeded},
+      {"failed", t.failed},
+      {"cancelled", t.cancelled},
+      {"crashed", t.crashed},
+      {"timed_out", t.timed_out},
+      {"retried", t.retried},
+      {"quarantined", t.quarantined},
+      {"worker_restarts", workers_.restarts()},
+      {"bad_client_frames", t.bad_client_frames},
+      {"bad_worker_frames", t.bad_worker_frames},
+      {"workers_rejected", workers_.rejected()},
+      {"clients_dropped", t.clients_dropped},
+      {"results_intruders", results_intruders_},  // peers refused on a results socket
+  };
+  pk.pack_map(static_cast<std::uint32_t>(std::size(totals)));
+  for (const auto& [key, value] : totals) kv(pk, key, value);
   return std::string(buf.data(), buf.size());
 }
 

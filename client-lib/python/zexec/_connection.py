@@ -141,6 +141,7 @@ class Connection:
             log.exception("zexec I/O thread failed")
             reason = f"zexec client I/O thread failed: {type(e).__name__}: {e}"
             self._fail_everything(lambda: ConnectionError(reason), self.BROKEN)
+        self._close_results()  # the session is over: nothing more is read there
         self._say_bye()
         ep = self.endpoint
         self._fail_everything(lambda: Error(f"zexec Executor for {ep} was shut down before the task "
@@ -164,6 +165,14 @@ class Connection:
             os.close(self.wake_fd)
             self.wake_fd = -1
 
+    def _close_results(self):
+        """Closes the results PULL at the session's end (broken, daemon lost, closed). Left open
+        it would reconnect to its endpoint for ever (ZMQ_RECONNECT_IVL) and, after a daemon
+        restart, take a share of whichever client's results are pushed from that path."""
+        if self.results is not None:
+            self.results.close(0)
+            self.results = None
+
     def _loop(self):
         self.last_send = self.last_recv = time.monotonic()
         poller = zmq.Poller()
@@ -178,6 +187,7 @@ class Connection:
             self._timers(now)
             if self.io_phase == self.BROKEN:
                 # Nothing will come any more; wait for close() to end the thread.
+                self._close_results()
                 with self.lock:
                     while not (self.stop or self.stop_when_idle):
                         self.changed.wait()
