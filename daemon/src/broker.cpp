@@ -2,6 +2,7 @@
 #include "broker.hpp"
 
 #include <malloc.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "signals.hpp"
@@ -57,11 +59,16 @@ std::string make_results_dir(const std::string& endpoint) {
     std::string name = e.path().filename().string();
     if (name.rfind(prefix, 0) != 0 || name.size() != prefix.size() + 6) continue;
     if (lstat(e.path().c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) continue;
+    // Only a dead daemon's: one that did not answer the probe in time may still serve its clients.
+    pid_t owner = 0;
+    if (std::ifstream(e.path() / "pid") >> owner && owner > 0 && (kill(owner, 0) == 0 || errno == EPERM))
+      continue;
     std::filesystem::remove_all(e.path(), ec);
   }
   std::string tmpl = (parent / (prefix + "XXXXXX")).string();
   if (!mkdtemp(tmpl.data()) || chmod(tmpl.c_str(), 0711) != 0)
     throw std::runtime_error("cannot create the results directory " + tmpl + ": " + std::strerror(errno));
+  std::ofstream(tmpl + "/pid") << getpid() << "\n";
   return tmpl;
 }
 

@@ -44,7 +44,7 @@ using zexec::detail::send_rest;
 inline constexpr int kReadBudget = 256;
 // A client not taking its results gets no more tasks run: its undelivered events are bounded.
 inline constexpr std::size_t kMaxOutboxEvents = 100000;
-// Cancelled tasks a client's later cancel still answers `cancelled` for (recent_ids.hpp).
+// Cancelled tasks a client's later cancel still answers `cancelled` for (recent_ids.hpp), at least.
 inline constexpr std::size_t kRecentCancels = 1024;
 
 struct Client {
@@ -54,9 +54,9 @@ struct Client {
   std::int64_t pid = 0;
   zmq::socket_t results;  // PUSH bound for this client only
   std::string results_endpoint;
-  IdMap tasks;
-  RecentIds cancelled{kRecentCancels};  // ids of its tasks cancelled lately, already forgotten // client task
-                                        // id -> handle, every unfinished task
+  IdMap tasks;  // client task id -> handle, every unfinished task
+  // Ids of its tasks cancelled lately and forgotten: as many as it may have unfinished (on_hello).
+  RecentIds cancelled{kRecentCancels};
   std::vector<zexec::proto::Event> outbox;                    // events not yet put in an update
   std::optional<std::string> held;                            // an encoded update that would have blocked
   std::deque<std::string> replies;                            // control replies that would have blocked

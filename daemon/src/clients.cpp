@@ -163,6 +163,8 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   std::uint32_t workers = workers_.wanted_workers();
   c->heartbeat = std::chrono::milliseconds(opts_.heartbeat_ms);  // this client's for good (reload)
   c->timeout = std::chrono::milliseconds(opts_.client_timeout_ms);
+  // A cancel repeated for anything the client could have had unfinished still hears the truth.
+  c->cancelled = RecentIds(std::max<std::size_t>(kRecentCancels, opts_.max_pending_per_client));
   reply(rid,
         proto::Welcome{c->id, c->results_endpoint, workers, static_cast<std::uint32_t>(c->heartbeat.count()),
                        static_cast<std::uint32_t>(opts_.max_pending_per_client),
@@ -182,6 +184,7 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
                                                   " is already in flight; this submit of it was refused"});
       continue;
     }
+    c.cancelled.erase(spec.id);  // whatever becomes of this id now, it is not that cancelled task
     if (stopping_) {
       proto::Event e{
           spec.id, proto::Outcome::error, {}, "ShuttingDown", "zexecd is stopping: task not accepted"};
@@ -209,7 +212,6 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
     t->crash_retries = static_cast<std::uint16_t>(std::min(spec.crash_retries, kMaxRetries));
     t->retry_backoff_ms = spec.retry_backoff_ms;
     c.tasks.insert(spec.id, h);
-    c.cancelled.erase(spec.id);
     counters_.submitted++;
     enqueue(c, h, false);
   }

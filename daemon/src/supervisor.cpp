@@ -84,6 +84,7 @@ void Supervisor::spawn(int slot) {
   w->tasks.set(zmq::sockopt::linger, 0);
   w->tasks_endpoint = "ipc://" + run_dir_ + "/w" + std::to_string(w->id);
   w->spawned = w->last_heard = Clock::now();
+  w->heartbeat = std::chrono::milliseconds(opts_.heartbeat_ms);
   try {
     w->tasks.bind(w->tasks_endpoint);
     std::vector<std::string> env = {
@@ -251,6 +252,8 @@ Clock::time_point Supervisor::tick(Clock::time_point now) {
       if (now >= w->exited_at + kExitSettle) {
         on_exit_(*w, *w->exit_status);
         exited(i);
+        // Its successor is due now, or after the backoff: the loop must wake up then.
+        if (slots_[i].wanted && !stopping_) next = std::min(next, slots_[i].respawn_at);
       } else {
         next = std::min(next, w->exited_at + kExitSettle);
       }
@@ -271,11 +274,10 @@ Clock::time_point Supervisor::tick(Clock::time_point now) {
       ::kill(w->pid, SIGKILL);  // it did not stop within cancel_grace_ms
       w->kill_deadline = Clock::time_point::max();
     }
-    next = std::min(next, w->kill_deadline);
-    auto limit =
-        w->state == WorkerState::starting
-            ? std::max<Clock::duration>(kStartupGrace, std::chrono::milliseconds(opts_.worker_liveness_ms))
-            : Clock::duration(std::chrono::milliseconds(opts_.worker_liveness_ms));
+    // A worker heartbeats at the rate it was started with; a reload may since have lowered the
+    // liveness limit below a few of its heartbeats: it is not silent for that.
+    Clock::duration limit = std::max(std::chrono::milliseconds(opts_.worker_liveness_ms), 3 * w->heartbeat);
+    if (w->state == WorkerState::starting) limit = std::max<Clock::duration>(limit, kStartupGrace);
     if (now - w->last_heard > limit && w->pid > 0) {
       spdlog::warn("worker {} (pid {}) silent for {} ms: killing it", w->slot, w->pid,
                    std::chrono::duration_cast<std::chrono::milliseconds>(now - w->last_heard).count());
@@ -283,6 +285,9 @@ Clock::time_point Supervisor::tick(Clock::time_point now) {
       w->last_heard = now;  // don't kill it again every turn while it dies
     }
   }
+  // After the loop: the exit hook may have started a kill's grace on a worker already passed.
+  for (const auto& w : workers_)
+    if (w && !w->exit_status) next = std::min(next, w->kill_deadline);
   if (stopping_) next = std::min(next, stop_deadline_);
   return next;
 }

@@ -33,6 +33,7 @@ struct Worker {
   WorkerState state = WorkerState::starting;
   Clock::time_point spawned;
   Clock::time_point last_heard;
+  std::chrono::milliseconds heartbeat{0};  // ZEXEC_HEARTBEAT_MS it was started with
   bool hello_seen = false;
   std::uint64_t tasks_done = 0;
   std::uint64_t rss_bytes = 0;  // last sampled resident memory
