@@ -138,12 +138,34 @@ TEST(BadPeerTest, AnotherMessageOnTheResultsSocketFailsTheFutures) {
 // event), or an error saying the daemon forgot us: nothing can be assumed about the tasks.
 TEST(BadPeerTest, UndecodableControlFrameFailsTheFuturesAndAWaitingCancel) {
   Connected c;
-  auto cancel = std::async(std::launch::async, [&] { return what_of([&] { c.task.cancel(); }); });
+  auto cancel = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      return c.task.cancel() ? "true" : "false";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  });
   ASSERT_TRUE(wait_until([&] { return c.daemon.cancels().size() == 1; }));
   c.daemon.reply_raw({v2_frame(5, 1, std::vector<int>{})});
   expect_broken(c, "undecodable message", "unsupported protocol version 2");
   ASSERT_EQ(cancel.wait_for(T), std::future_status::ready) << "cancel() still waits for its reply";
-  EXPECT_NE(cancel.get().find("unsupported protocol version 2"), std::string::npos);
+  EXPECT_EQ(cancel.get(), "false") << "cancel() on a connection that broke says false, as Python's";
+}
+
+// cancel() and cancel_all() of a broken connection say "not cancelled" (Python's cancel()
+// returns False); the future's own error tells why.
+TEST(BadPeerTest, CancelOnABrokenConnectionSaysNotCancelled) {
+  Connected c;
+  c.daemon.reply(proto::Error{"unknown_client", "forgot you"});
+  ASSERT_TRUE(c.task.wait_done(T));
+  bool cancelled = true;
+  EXPECT_NO_THROW(cancelled = c.task.cancel());
+  EXPECT_FALSE(cancelled);
+  EXPECT_NO_THROW(cancelled = c.task.cancel(true));
+  EXPECT_FALSE(cancelled);
+  std::size_t n = 1;
+  EXPECT_NO_THROW(n = c.client.cancel_all());
+  EXPECT_EQ(n, 0u);
 }
 
 // The codes after which no event settles this client's tasks: the end of the connection, each
@@ -216,6 +238,19 @@ TEST(BadPeerTest, EveryRefusedHelloIsADaemonErrorWithTheCodeAndMessage) {
     }
     EXPECT_LT(Clock::now() - t0, T - 1s) << "at once, not after the connect timeout";
   }
+}
+
+// A closed client fails what is left with a ConnectionError (Python: the same class).
+TEST(BadPeerTest, CloseFailsLeftoverFuturesWithAConnectionError) {
+  Connected c;
+  c.client.close();
+  ASSERT_TRUE(c.task.wait_done(T));
+  std::string text = what_of([&] { c.task.result<int>(); });
+  EXPECT_THROW(c.task.result<int>(), ConnectionError);
+  EXPECT_NE(text.find("closed before the task finished"), std::string::npos) << text;
+  bool cancelled = true;
+  EXPECT_NO_THROW(cancelled = c.task.cancel());
+  EXPECT_FALSE(cancelled);
 }
 
 TEST(BadPeerTest, AControlMessageOfTwoFramesFailsTheFutures) {

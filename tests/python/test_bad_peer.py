@@ -128,8 +128,7 @@ def test_undecodable_control_frame_fails_the_futures_and_a_waiting_cancel():
         expect_broken(ex, peer, f, "undecodable message", "unsupported protocol version 2")
         canceller.join(T)
         assert not canceller.is_alive(), "cancel() still waits for its reply"
-        assert isinstance(outcome[0], zexec.ConnectionError), outcome
-        assert "unsupported protocol version 2" in str(outcome[0])
+        assert outcome == [False], outcome  # not cancelled (as in C++): f failed with the reason
     peer.close()
 
 
@@ -195,4 +194,57 @@ def test_every_refused_hello_is_a_daemon_error_with_the_code_and_message(code):
     assert info.value.code == code and info.value.message == "not now"
     assert str(info.value) == f"zexecd at {peer.endpoint} reported {code}: not now"
     assert time.monotonic() - start < T - 1  # at once, not after the connect timeout
+    peer.close()
+
+
+def test_cancel_on_a_broken_connection_says_not_cancelled():
+    peer = bad_after_submit(lambda peer, rid, tid: peer.router.send_multipart(
+        [rid, p.encode_error("unknown_client", "forgot you")]))
+    with zexec.Executor(peer.endpoint, connect_timeout=T) as ex:
+        f = ex.submit("echo", 1)
+        assert isinstance(f.exception(T), zexec.DaemonError)
+        assert f.cancel() is False and f.cancel(force=True) is False
+    peer.close()
+
+
+def test_close_fails_leftover_futures_with_a_connection_error():
+    # As C++: a ConnectionError (the task may still run; its outcome will never be heard).
+    sent = threading.Event()
+
+    def script(peer):
+        peer.welcome()
+        peer.recv(p.Submit)
+        sent.set()
+
+    peer = ScriptedPeer(script)
+    ex = zexec.Executor(peer.endpoint, connect_timeout=T)
+    f = ex.submit("echo", 1)
+    assert sent.wait(T)
+    ex._core.close()  # what the C++ Client::close() does; Executor.shutdown() waits instead
+    exc = f.exception(T)
+    assert isinstance(exc, zexec.ConnectionError), repr(exc)
+    assert "closed before the task finished" in str(exc)
+    assert f.cancel() is False
+    ex.shutdown()
+    peer.close()
+
+
+def test_shutdown_cancel_futures_cancels_what_no_worker_started():
+    # ProcessPoolExecutor's contract, in both clients: those futures end CANCELLED.
+    sent = threading.Event()
+
+    def script(peer):
+        rid = peer.welcome()
+        peer.recv(p.Submit)
+        sent.set()
+        _, cancel = peer.recv(p.Cancel)
+        peer.router.send_multipart([rid, p.encode_cancel_reply(
+            cancel.request_id, [(tid, p.OUTCOME_CANCELLED) for tid in cancel.task_ids])])
+
+    peer = ScriptedPeer(script)
+    ex = zexec.Executor(peer.endpoint, connect_timeout=T)
+    f = ex.submit("echo", 1)
+    assert sent.wait(T)  # sent: the daemon must cancel it
+    ex.shutdown(cancel_futures=True)
+    assert f.cancelled()
     peer.close()

@@ -157,8 +157,10 @@ class Connection:
         self._close_results()  # the session is over: nothing more is read there
         self._say_bye()
         ep = self.endpoint
-        self._fail_everything(lambda: Error(f"zexec Executor for {ep} was shut down before the task "
-                                            "finished"), self.CLOSED)
+        # A ConnectionError, as in C++: the task may still run, its outcome will never be heard.
+        # (What shutdown(cancel_futures=True) cancelled is CANCELLED before this.)
+        self._fail_everything(lambda: ConnectionError(f"zexec Executor for {ep} was closed before the task "
+                                                      "finished"), self.CLOSED)
         self._close_sockets()
         if self.on_exit is not None:
             try:
@@ -516,7 +518,7 @@ class Connection:
         self.io_phase = phase
         for req in requests:
             if phase == self.BROKEN and req.failure is None:
-                req.failure = str(make_exc())  # cancel() raises it (as in C++): no answer will come
+                req.failure = str(make_exc())  # no answer will come: cancel() says not cancelled
             req.done.set()
         if report:
             log.warning("zexec: %s", make_exc())
