@@ -73,7 +73,10 @@ std::size_t ClientCore::await_cancel(const std::shared_ptr<CancelRequest>& req) 
   req->request_id = next_request_id_++;
   req->deadline = Clock::now() + options_.cancel_timeout;
   std::unique_lock lk(mu_);
-  if (phase_ != Phase::ready) throw_unusable();
+  // A broken or closed connection has failed (or is failing) every unfinished future with its
+  // reason: nothing is cancelled, as Python's cancel() says False. Not an exception: the
+  // future's own error tells why.
+  if (phase_ != Phase::ready) return 0;
   cancels_.push_back(req);
   wake();
   bool answered =
@@ -81,7 +84,7 @@ std::size_t ClientCore::await_cancel(const std::shared_ptr<CancelRequest>& req) 
   if (!answered)
     throw ConnectionError("no cancel_reply from zexecd at " + endpoint_ + " within " +
                           format_seconds(options_.cancel_timeout));
-  if (!req->failure.empty()) throw ConnectionError(req->failure);
+  if (!req->failure.empty()) return 0;  // broke while we waited: the futures failed with it
   return req->cancelled;
 }
 

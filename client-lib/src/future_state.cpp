@@ -211,8 +211,25 @@ std::exception_ptr FutureState::error_ptr() const {
 
 std::exception_ptr connection_error(Failure kind, const std::string& code, const std::string& text) {
   if (kind == Failure::daemon_lost) return std::make_exception_ptr(DaemonLostError(text));
-  if (kind == Failure::daemon_refused) return std::make_exception_ptr(DaemonError(code, text));
+  if (kind == Failure::daemon_refused) {
+    // text ends with daemon_error_text(): what follows "reported CODE: " is the daemon's own.
+    const std::string marker = " reported " + code + ": ";
+    auto at = text.find(marker);
+    std::string message = at == std::string::npos ? std::string() : text.substr(at + marker.size());
+    return std::make_exception_ptr(DaemonError(code, std::move(message), text));
+  }
   return std::make_exception_ptr(ConnectionError(text));
+}
+
+bool is_fatal_error_code(std::string_view code) noexcept {
+  static constexpr std::string_view kFatal[] = {"unknown_client",   "bad_version",           "shutting_down",
+                                                "too_many_clients", "results_socket_failed", "backlogged"};
+  return std::find(std::begin(kFatal), std::end(kFatal), code) != std::end(kFatal);
+}
+
+std::string daemon_error_text(const std::string& endpoint, const std::string& code,
+                              const std::string& message) {
+  return "zexecd at " + endpoint + " reported " + code + ": " + message;
 }
 
 StateSet::StateSet(std::size_t expected) {

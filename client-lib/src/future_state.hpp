@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "zexec/future.hpp"
@@ -41,6 +42,21 @@ enum class Failure : std::uint8_t { none, task, connection, daemon_lost, daemon_
 
 // The ConnectionError (or subclass) for a connection that failed as `kind` (not none or task).
 std::exception_ptr connection_error(Failure kind, const std::string& code, const std::string& text);
+
+// The `error` codes (docs/PROTOCOL.md §6) that end the connection when they come after the
+// welcome: every unfinished future fails with DaemonError (before the welcome, any code does).
+// The same table as FATAL_ERROR_CODES in client-lib/python/zexec/_connection.py:
+//   unknown_client, bad_version, shutting_down: the daemon has no record of this client;
+//   too_many_clients, results_socket_failed: refusals of a hello (no welcome follows);
+//   backlogged: a whole `submit` refused, and its tasks get no event. A client that keeps to
+//     max_pending never gets it; knowing which futures were in that frame would mean keeping
+//     the ids of every frame sent on the hot path, so the cheap and safe answer is this one.
+// Any other code (bad_message, duplicate_task_id, one a newer daemon invents) stays
+// last_error(): forward compatible.
+bool is_fatal_error_code(std::string_view code) noexcept;
+// What DaemonError says, in both clients: "zexecd at EP reported CODE: MESSAGE".
+std::string daemon_error_text(const std::string& endpoint, const std::string& code,
+                              const std::string& message);
 
 class FutureState;
 using StatePtr = std::shared_ptr<FutureState>;

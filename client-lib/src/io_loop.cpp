@@ -330,13 +330,14 @@ void ClientCore::on_dealer_message(proto::Message& m) {
   if (auto* r = std::get_if<proto::CancelReply>(&m)) return on_cancel_reply(*r);
   if (std::holds_alternative<proto::Heartbeat>(m)) return;
   if (auto* e = std::get_if<proto::Error>(&m)) {
-    std::string text = "zexecd at " + endpoint_ + " reported " + e->code + ": " + e->message;
-    // These mean the daemon has no record of this client: none of our tasks will ever report.
-    if (io_phase_ == Phase::connecting || e->code == "unknown_client" || e->code == "bad_version" ||
-        e->code == "shutting_down")
+    std::string text = daemon_error_text(endpoint_, e->code, e->message);
+    // Any refusal of the hello, or a code that leaves tasks no other way to settle: the end of
+    // the connection. Any other code (bad_message, duplicate_task_id, one from a newer daemon)
+    // is kept as last_error: forward compatible, and nothing to attribute it to.
+    if (io_phase_ == Phase::connecting || is_fatal_error_code(e->code))
       fail_everything(text, Phase::broken, Failure::daemon_refused, e->code);
     else
-      set_last_error(text);  // error messages name no request: nothing to attribute it to
+      set_last_error(text);
     return;
   }
   set_last_error(std::string("unexpected ") + proto::type_name(proto::type_of(m)) + " from zexecd at " +

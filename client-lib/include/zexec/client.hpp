@@ -123,7 +123,8 @@ class Client {
 
   // Cancels every task of this client that no worker has started (one round trip); returns how
   // many were cancelled. force = true also stops the running ones, as Future::cancel(true)
-  // does: their worker processes are killed (the tasks may have had side effects).
+  // does: their worker processes are killed (the tasks may have had side effects). On a broken
+  // or closed connection it counts only the unsent tasks it cancelled locally (no exception).
   std::size_t cancel_all(bool force = false);
 
   // Waits until every task submitted through this client is done; false on timeout.

@@ -34,16 +34,22 @@ class DaemonLostError : public ConnectionError {
   using ConnectionError::ConnectionError;
 };
 
-// The daemon refused this client with an `error` message: a refused hello, or code()
-// "unknown_client" / "bad_version" / "shutting_down" later (the daemon has no record of this
-// client any more). Every unfinished future fails with it (Python: zexec.DaemonError).
+// The daemon refused this client with an `error` message: a refused hello (code() e.g.
+// "too_many_clients", "results_socket_failed", "shutting_down"), or later one that leaves the
+// client's tasks no way to settle ("unknown_client", "bad_version", "shutting_down",
+// "backlogged"). Every unfinished future fails with it. what() reads "zexecd at EP reported
+// CODE: MESSAGE" (a future's: "TASK: " first); message() is the daemon's own text
+// (Python: zexec.DaemonError, .code and .message).
 class DaemonError : public ConnectionError {
  public:
   DaemonError(std::string code, const std::string& what) : ConnectionError(what), code_(std::move(code)) {}
-  const std::string& code() const noexcept { return code_; }  // e.g. "shutting_down"
+  DaemonError(std::string code, std::string message, const std::string& what)
+      : ConnectionError(what), code_(std::move(code)), message_(std::move(message)) {}
+  const std::string& code() const noexcept { return code_; }        // e.g. "shutting_down"
+  const std::string& message() const noexcept { return message_; }  // the daemon's, may be empty
 
  private:
-  std::string code_;
+  std::string code_, message_;
 };
 
 // result<T>() could not convert the task's return value to T; what() shows the value.

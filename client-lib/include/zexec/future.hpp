@@ -49,7 +49,9 @@ class Future {
   // Cancels the task if no worker has started it. Returns true if it is now cancelled (also when
   // it already was), false if it is running or finished. A task still in the client's outbox is
   // cancelled locally; otherwise this asks the daemon (cancel -> cancel_reply) and throws
-  // ConnectionError if no answer comes within ClientOptions::cancel_timeout.
+  // ConnectionError if no answer comes within ClientOptions::cancel_timeout. On a broken or
+  // closed connection (also one that breaks while cancel() waits) it returns false, as
+  // Python's cancel() returns False: the future has failed with the connection's error.
   //
   // force = true also stops a task a worker is running: the daemon kills the worker process
   // running it (SIGTERM, SIGKILL after its --cancel-grace-ms) and starts a new one, so the task

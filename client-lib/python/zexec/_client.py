@@ -55,7 +55,7 @@ def status(endpoint: str | None = None, timeout: float = 5.0) -> dict[Any, Any]:
             raise ConnectionError(f"no status_reply from zexecd at {endpoint} within {timeout:g} s")
         msg = proto.decode(sock.recv())
         if isinstance(msg, proto.Error):
-            raise DaemonError(msg.code, msg.message)
+            raise DaemonError(msg.code, msg.message, endpoint)
         if not isinstance(msg, proto.StatusReply):
             raise ProtocolError(f"expected status_reply, got {msg.NAME}")
         return msgpack.unpackb(msg.body, raw=False, strict_map_key=False)

@@ -40,6 +40,19 @@ _MAX_FRAME_BYTES = proto.MAX_MESSAGE_BYTES - (64 << 10)
 _MAX_HELD_FRAMES = 4  # take more from the outbox only while fewer frames wait to go
 _READ_BUDGET = 256  # frames per socket per turn: batching without starving the other socket
 
+# The `error` codes (PROTOCOL.md section 6) that end the connection when they come after the
+# welcome: every unfinished future fails with DaemonError (before the welcome, any code does).
+# The same table as is_fatal_error_code() in client-lib/src/future_state.cpp:
+#   unknown_client, bad_version, shutting_down: the daemon has no record of this client;
+#   too_many_clients, results_socket_failed: refusals of a hello (no welcome follows);
+#   backlogged: a whole `submit` refused, and its tasks get no event. A client that keeps to
+#     max_pending never gets it; knowing which futures were in that frame would mean keeping the
+#     ids of every frame sent on the hot path, so the cheap and safe answer is this one.
+# Any other code (bad_message, duplicate_task_id, one a newer daemon invents) stays last_error:
+# forward compatible.
+FATAL_ERROR_CODES = frozenset({"unknown_client", "bad_version", "shutting_down", "too_many_clients",
+                               "results_socket_failed", "backlogged"})
+
 
 def resolve_results_endpoint(results, daemon_endpoint):
     """The endpoint to connect to for a results endpoint announced in ``welcome``: a tcp wildcard
@@ -144,8 +157,10 @@ class Connection:
         self._close_results()  # the session is over: nothing more is read there
         self._say_bye()
         ep = self.endpoint
-        self._fail_everything(lambda: Error(f"zexec Executor for {ep} was shut down before the task "
-                                            "finished"), self.CLOSED)
+        # A ConnectionError, as in C++: the task may still run, its outcome will never be heard.
+        # (What shutdown(cancel_futures=True) cancelled is CANCELLED before this.)
+        self._fail_everything(lambda: ConnectionError(f"zexec Executor for {ep} was closed before the task "
+                                                      "finished"), self.CLOSED)
         self._close_sockets()
         if self.on_exit is not None:
             try:
@@ -414,14 +429,14 @@ class Connection:
             self.changed.notify_all()
 
     def _on_error(self, e):
-        text = f"zexecd at {self.endpoint} reported {e.code}: {e.message}"
-        # These mean the daemon has no record of this client: none of our tasks will report.
-        if self.io_phase == self.CONNECTING or e.code in ("unknown_client", "bad_version", "shutting_down"):
-            code, message = e.code, e.message
-            self._fail_everything(lambda: DaemonError(code, message), self.BROKEN)
+        # Any refusal of the hello, or a code that leaves tasks no other way to settle: the end
+        # of the connection. Any other code (bad_message, duplicate_task_id, one from a newer
+        # daemon) names no request: with nothing to attribute it to, keep and log it.
+        code, message, ep = e.code, e.message, self.endpoint
+        if self.io_phase == self.CONNECTING or code in FATAL_ERROR_CODES:
+            self._fail_everything(lambda: DaemonError(code, message, ep), self.BROKEN)
         else:
-            # An error names no request: with nothing to attribute it to, keep and log it.
-            self._set_last_error(text)
+            self._set_last_error(str(DaemonError(code, message, ep)))
 
     def _on_update(self, u):
         # The daemon resends updates whose ack is late: apply each seq once, never ack past a gap.
@@ -503,7 +518,7 @@ class Connection:
         self.io_phase = phase
         for req in requests:
             if phase == self.BROKEN and req.failure is None:
-                req.failure = str(make_exc())  # cancel() raises it (as in C++): no answer will come
+                req.failure = str(make_exc())  # no answer will come: cancel() says not cancelled
             req.done.set()
         if report:
             log.warning("zexec: %s", make_exc())

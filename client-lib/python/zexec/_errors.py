@@ -46,13 +46,21 @@ class DaemonLostError(ConnectionError):
 
 
 class DaemonError(ConnectionError):
-    """The daemon answered with an ``error`` message (``code`` e.g. ``shutting_down``,
-    ``unknown_client``, ``bad_message``), refusing what this client sent."""
+    """The daemon refused this client with an ``error`` message: a refused hello (``code`` e.g.
+    ``too_many_clients``, ``results_socket_failed``, ``shutting_down``), or later one that leaves
+    the client's tasks no way to settle (``unknown_client``, ``bad_version``, ``shutting_down``,
+    ``backlogged``); every unfinished future fails with it. ``str()`` reads "zexecd at EP
+    reported CODE: MESSAGE", as C++'s what(); ``message`` is the daemon's own text."""
 
-    def __init__(self, code, message):
-        super().__init__(f"zexecd refused: {code}: {message}")
+    def __init__(self, code, message, endpoint=None):
+        where = f" at {endpoint}" if endpoint else ""
+        super().__init__(f"zexecd{where} reported {code}: {message}")
         self.code = code
         self.message = message
+        self.endpoint = endpoint
+
+    def __reduce__(self):  # picklable despite the custom __init__
+        return (self.__class__, (self.code, self.message, self.endpoint))
 
 
 class TaskError(Error):

@@ -34,7 +34,9 @@ class Future(concurrent.futures.Future):
     def cancel(self, force: bool = False) -> bool:
         """Asks the daemon to cancel the task; True only if it was (then this future is
         CANCELLED). ``force=True`` also stops a running task by stopping its worker (the daemon
-        replaces it). Waits for the daemon's answer up to the executor's ``cancel_timeout``."""
+        replaces it). Waits for the daemon's answer up to the executor's ``cancel_timeout``.
+        On a broken or closed connection (also one that breaks while this waits) it returns
+        False, as C++'s Future::cancel() does: the future has failed with the reason."""
         with self._condition:
             if self._state in (_cf.CANCELLED, _cf.CANCELLED_AND_NOTIFIED):
                 return True
