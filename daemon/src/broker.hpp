@@ -124,7 +124,7 @@ class Broker {
   bool shutdown_complete();
   void sample_rates(Clock::time_point now);
 
-  // -- clients (clients.cpp)
+  // -- clients (clients.cpp; what goes back to them: delivery.cpp)
   void read_front();
   void on_client_frame(const std::string& rid, std::string_view frame, std::size_t extra_frames);
   void on_hello(const std::string& rid, const zexec::proto::Hello& m);
