@@ -164,7 +164,7 @@ int status(const std::string& endpoint, bool as_json) {
     auto clients = st.at("clients").as<std::vector<Map>>();
     std::printf("\n%zu clients\n", clients.size());
     for (auto& c : clients)
-      std::printf("  %-4lu %-20s pid %-8ld %lu queued, %lu unfinished\n", c.at("id").as<unsigned long>(),
+      std::printf("  %-16lu %-20s pid %-8ld %lu queued, %lu unfinished\n", c.at("id").as<unsigned long>(),
                   c.at("name").as<std::string>().c_str(), c.at("pid").as<long>(),
                   c.at("queued").as<unsigned long>(), c.at("unfinished").as<unsigned long>());
     std::printf("\ntotals: %s\n", zexec::cli::to_json(st.at("totals")).c_str());
