@@ -22,14 +22,8 @@ Run sh(const TempDir& dir, const std::string& command) {
   Run r;
   if (!p.wait_exit(60s)) return r;
   r.status = WEXITSTATUS(p.status());
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  };
-  r.out = slurp(dir.path() + "/out");
-  r.err = slurp(dir.path() + "/err");
+  r.out = read_file(dir.path() + "/out");
+  r.err = read_file(dir.path() + "/err");
   return r;
 }
 

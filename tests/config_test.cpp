@@ -11,13 +11,6 @@ namespace proto = zexec::proto;
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Runs zexecd to completion (it refuses to start or prints help) and returns its exit status and stderr.
 std::pair<int, std::string> run_zexecd(const TempDir& dir, std::vector<std::string> args) {
   args.insert(args.begin(), bin_path("zexecd"));

@@ -266,10 +266,7 @@ TEST_F(DaemonTest, DebugLogsOneLinePerTask) {
   }
   daemon.kill(SIGTERM);
   ASSERT_TRUE(daemon.wait_exit(15s));
-  std::ifstream in(err);
-  std::stringstream log;
-  log << in.rdbuf();
-  std::string id = std::to_string(client_id);
-  EXPECT_NE(log.str().find("task " + id + ":41 'echo' succeeded"), std::string::npos) << log.str();
-  EXPECT_NE(log.str().find("task " + id + ":42 'fail' failed: std::runtime_error: boom"), std::string::npos);
+  std::string log = read_file(err), id = std::to_string(client_id);
+  EXPECT_NE(log.find("task " + id + ":41 'echo' succeeded"), std::string::npos) << log;
+  EXPECT_NE(log.find("task " + id + ":42 'fail' failed: std::runtime_error: boom"), std::string::npos);
 }

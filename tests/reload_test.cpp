@@ -20,13 +20,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string contents(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // zexecd run from a config file only (a flag would override the file on every reload), its log
 // (stderr) kept for the test to read.
 class ReloadDaemon {
@@ -48,7 +41,7 @@ class ReloadDaemon {
   std::string config() const { return dir_.path() + "/zexecd.toml"; }
   const std::string& endpoint() const { return endpoint_; }
   std::string log_path() const { return dir_.path() + "/err"; }
-  std::string log() const { return contents(log_path()); }
+  std::string log() const { return read_file(log_path()); }
   void write(const std::string& file) const { std::ofstream(config()) << file; }
   // Rewrites the file and sends SIGHUP.
   void reload(const std::string& file) const {
@@ -146,7 +139,7 @@ TEST(Reload, AHeartbeatWorkersCannotKeepOrAnUnknownLogLevelIsRefused) {
             dir.path() + "/out", dir.path() + "/err");
   ASSERT_TRUE(p.wait_exit(10s));
   EXPECT_EQ(WEXITSTATUS(p.status()), 2);
-  EXPECT_NE(contents(dir.path() + "/err").find("heartbeat_ms 3000 must be below worker_liveness_ms 3000"),
+  EXPECT_NE(read_file(dir.path() + "/err").find("heartbeat_ms 3000 must be below worker_liveness_ms 3000"),
             std::string::npos);
 }
 
@@ -232,7 +225,7 @@ TEST(Reload, HelpAndManPageMarkEachSettingsReloadClass) {
   auto entry = [&](const char* opt, const std::string& flag) {
     Process p({bin_path("zexecd"), opt}, {}, dir.path() + "/out");
     EXPECT_TRUE(p.wait_exit(10s));
-    std::string text = contents(dir.path() + "/out");
+    std::string text = read_file(dir.path() + "/out");
     auto at = text.find(flag + " ");
     if (at == std::string::npos) return std::string();
     return text.substr(at, text.find('\n', text.find('\n', at) + 1) - at);

@@ -12,8 +12,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -22,6 +24,14 @@
 namespace zexec::test {
 
 using namespace std::chrono_literals;
+
+// A whole file (a log, a captured stdout) as one string; "" when it cannot be read.
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
 
 inline std::string bin_path(const std::string& name) {
   return std::string(ZEXEC_BIN_DIR) + "/" + name;

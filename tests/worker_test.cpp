@@ -79,13 +79,6 @@ bool process_gone(pid_t pid) {
   return close == std::string::npos || (close + 2 < line.size() && line[close + 2] == 'Z');
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // ---- the fake daemon ----------------------------------------------------------------------------
 
 // What the worker said, in arrival order.
@@ -486,7 +479,7 @@ TEST(WorkerBinary, WithoutEnvironmentExplainsAndExitsTwo) {
   ASSERT_TRUE(p.wait_exit(10s));
   ASSERT_TRUE(WIFEXITED(p.status()));
   EXPECT_EQ(WEXITSTATUS(p.status()), 2);
-  std::string text = read_file(out);
+  std::string text = zexec::test::read_file(out);
   EXPECT_NE(text.find("ZEXEC_TASKS_ENDPOINT"), std::string::npos) << text;
   EXPECT_NE(text.find("zexecd"), std::string::npos) << text;
 }
@@ -497,7 +490,7 @@ TEST(WorkerBinary, HelpDescribesTheWorkerAndItsTasks) {
   Process p({bin_path("zexec-worker"), "--help"}, {}, out);
   ASSERT_TRUE(p.wait_exit(10s));
   EXPECT_TRUE(p.exited_ok());
-  std::string text = read_file(out);
+  std::string text = zexec::test::read_file(out);
   EXPECT_NE(text.find("zexecd"), std::string::npos) << text;
   for (const char* name : {"sleep", "echo", "fail", "crash", "random_sleep", "noop"})
     EXPECT_NE(text.find(name), std::string::npos) << name;

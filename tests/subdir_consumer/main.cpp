@@ -13,8 +13,10 @@ int main() {
   int sum = 0;
   {
     zexec::Executor executor{2};
-    std::cout << "daemon " << std::filesystem::read_symlink("/proc/" + std::to_string(executor.daemon_pid()) + "/exe").string()
-              << "\n";
+    std::cout
+        << "daemon "
+        << std::filesystem::read_symlink("/proc/" + std::to_string(executor.daemon_pid()) + "/exe").string()
+        << "\n";
     std::vector<zexec::Future> futures;
     for (int i = 0; i < 5; ++i) futures.push_back(executor.submit("echo", i * 10));
     for (zexec::Future& f : zexec::as_completed(futures, 30s)) sum += f.result<int>();
