@@ -37,7 +37,7 @@ class Supervisor {
   // Starts every slot's worker; they connect back to `events_endpoint`.
   void start(const std::string& run_dir, const std::string& events_endpoint);
   // SIGHUP: each pool takes its new size and command (for workers started from then on).
-  // Returns the pools as now in force, for the settings.
+  // The pools in force are then pool(p): the broker writes them back into its settings.
   void resize(const Options& fresh);
 
   Worker* find(std::uint64_t worker_id);
