@@ -123,3 +123,30 @@ TEST(Systemd, LogsForTheJournalCarryPrioritiesAndNoTimestamps) {
   std::getline(in, first);
   EXPECT_EQ(first.rfind("<6>zexecd listening on ipc://", 0), 0u) << first;  // info = 6, no time stamp
 }
+
+// The unit's ExecReload= must work on a minimal Debian: only Essential programs (/bin/kill is
+// procps, which such a system lacks; "Failed to locate executable /bin/kill"). Its command line
+// is run here as systemd runs it, $MAINPID in the environment, against a real zexecd.
+TEST(Systemd, ExecReloadNeedsOnlyEssentialProgramsAndReloads) {
+  std::string unit = read_file(std::string(ZEXEC_SOURCE_DIR) + "/systemd/zexecd.service");
+  auto at = unit.find("\nExecReload=");
+  ASSERT_NE(at, std::string::npos);
+  std::string line = unit.substr(at + 12, unit.find('\n', at + 1) - at - 12);
+  EXPECT_EQ(line.rfind("/bin/sh ", 0), 0u) << line;  // dash is Essential; procps is not
+  for (auto pos = line.find("$$"); pos != std::string::npos; pos = line.find("$$", pos + 1))
+    line.replace(pos, 2, "$");  // systemd's escape for a literal $
+  TempDir dir;
+  std::string config = dir.path() + "/zexecd.toml", err = dir.path() + "/stderr";
+  std::ofstream(config) << "workers = 1\n";
+  Process daemon({bin_path("zexecd"), "--endpoint", dir.ipc("d.sock"), "--config", config}, {}, {}, err);
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.path() + "/d.sock"); }));
+  // The same quoting rules as systemd's for this line: words, '...' and "..." groups.
+  Process reload({"/bin/sh", "-c", line}, {"MAINPID=" + std::to_string(daemon.pid())});
+  ASSERT_TRUE(reload.wait_exit(10s));
+  EXPECT_EQ(WEXITSTATUS(reload.status()), 0);
+  EXPECT_TRUE(wait_until([&] {
+    return read_file(err).find("SIGHUP: settings reloaded") != std::string::npos;
+  })) << read_file(err);
+  daemon.kill(SIGTERM);
+  ASSERT_TRUE(daemon.wait_exit(15s));
+}
