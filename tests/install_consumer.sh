@@ -12,6 +12,8 @@ cmake -S "$source_dir/tests/consumer" -B "$work/build" -DCMAKE_PREFIX_PATH="$wor
 grep -q "zexec config: $work/prefix/" "$work/cmake.log" || { cat "$work/cmake.log"; exit 1; }
 cmake --build "$work/build" -j2 >/dev/null
 # The consumer's embedded Executor must start the installed daemon, which starts the installed worker.
+# Consumers link the shared library by default (libzexec0), not a static copy of it.
+readelf -d "$work/build/consumer" | grep -q 'NEEDED.*\[libzexec\.so\.0\]' || { echo "consumer does not link libzexec.so.0"; exit 1; }
 ZEXEC_DAEMON="$work/prefix/bin/zexecd" timeout 120 "$work/build/consumer" | tee "$work/out"
 grep -q "sum 100" "$work/out"
 grep -q "task error: fail: std::runtime_error: boom" "$work/out"
@@ -20,8 +22,9 @@ grep -q "task error: fail: std::runtime_error: boom" "$work/out"
 sed "s|^prefix=.*|prefix=$work/prefix|; s|^libdir=.*|libdir=$work/prefix/lib|; s|^includedir=.*|includedir=$work/prefix/include|" \
   "$work/prefix/lib/pkgconfig/zexec.pc" >"$work/zexec.pc"
 # shellcheck disable=SC2046
-g++ -std=c++20 ${CONSUMER_CXXFLAGS:-} "$source_dir/tests/consumer/main.cpp" -o "$work/consumer-pc" \
+g++ -std=c++20 ${CONSUMER_CXXFLAGS:-} "$source_dir/tests/consumer/main.cpp" -o "$work/consumer-pc" -Wl,-rpath,"$work/prefix/lib" \
   $(PKG_CONFIG_PATH="$work" pkg-config --cflags --libs zexec)
+readelf -d "$work/consumer-pc" | grep -q 'NEEDED.*\[libzexec\.so\.0\]' || { echo "pkg-config consumer does not link libzexec.so.0"; exit 1; }
 ZEXEC_DAEMON="$work/prefix/bin/zexecd" timeout 120 "$work/consumer-pc" | grep -q "sum 100"
 # The installed Python package, run by Debian's python3 against the installed daemon (embedded mode).
 pydir=$(ls -d "$work"/prefix/lib/python3*/dist-packages)

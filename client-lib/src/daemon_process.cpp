@@ -49,7 +49,7 @@ std::string find_daemon(const std::string& explicit_path) {
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec && self.has_parent_path()) candidates.push_back((self.parent_path() / "zexecd").string());
   candidates.push_back(ZEXEC_INSTALLED_DAEMON);
-  candidates.push_back(ZEXEC_BUILD_DAEMON);
+  if (*ZEXEC_BUILD_DAEMON) candidates.push_back(ZEXEC_BUILD_DAEMON);  // "" in distribution packages
   for (const auto& c : candidates)
     if (executable(c)) return c;
   if (const char* path = std::getenv("PATH")) {

@@ -18,6 +18,7 @@
 #include <optional>
 #include <vector>
 
+#include "zexec/export.hpp"
 #include "zexec/future.hpp"
 #include "zexec/timeout.hpp"
 
@@ -25,7 +26,7 @@ namespace zexec {
 
 namespace detail {
 // Something that hands out completed futures one at a time (as_completed, AsCompleted).
-class CompletionSource {
+class ZEXEC_API CompletionSource {
  public:
   virtual ~CompletionSource() = default;
   // The next completed future, nullopt when nothing is left; throws TimeoutError.
@@ -34,7 +35,7 @@ class CompletionSource {
 }  // namespace detail
 
 // Input iterator over a CompletionSource; ++ blocks until the next future completes.
-class CompletionIterator {
+class ZEXEC_API CompletionIterator {
  public:
   using iterator_category = std::input_iterator_tag;
   using value_type = Future;
@@ -69,7 +70,7 @@ class CompletionIterator {
 };
 
 // What as_completed() returns: iterate it once with range-for.
-class AsCompletedRange {
+class ZEXEC_API AsCompletedRange {
  public:
   explicit AsCompletedRange(std::shared_ptr<detail::CompletionSource> src) : src_(std::move(src)) {}
   // Each call continues where the previous iteration stopped (the range is single-pass).
@@ -89,7 +90,7 @@ class AsCompletedRange {
 //     before the deadline are always yielded first, even if the caller was slow to ask.
 //
 //   for (zexec::Future& f : zexec::as_completed(futures, 5s)) use(f.result<double>());
-AsCompletedRange as_completed(const std::vector<Future>& futures, Timeout timeout = std::nullopt);
+ZEXEC_API AsCompletedRange as_completed(const std::vector<Future>& futures, Timeout timeout = std::nullopt);
 
 enum class ReturnWhen {
   FirstCompleted,  // return as soon as any future is done (at once if one already is)
@@ -105,8 +106,8 @@ struct WaitResult {
 
 // Like concurrent.futures.wait(): never throws on timeout, just returns what is done by then.
 //   auto [done, not_done] = zexec::wait(futures, 2s, zexec::ReturnWhen::FirstCompleted);
-WaitResult wait(const std::vector<Future>& futures, Timeout timeout = std::nullopt,
-                ReturnWhen return_when = ReturnWhen::AllCompleted);
+ZEXEC_API WaitResult wait(const std::vector<Future>& futures, Timeout timeout = std::nullopt,
+                          ReturnWhen return_when = ReturnWhen::AllCompleted);
 
 // A growable as_completed (like dask.distributed.as_completed): futures can be added while
 // iterating. Iteration yields each added future once when it completes and ends as soon as
@@ -123,7 +124,7 @@ WaitResult wait(const std::vector<Future>& futures, Timeout timeout = std::nullo
 //
 //   zexec::AsCompleted ac{futures};
 //   for (zexec::Future& f : ac) if (more_work(f)) ac.add(client.submit("step", ...));
-class AsCompleted {
+class ZEXEC_API AsCompleted {
  public:
   // `timeout` is one deadline for the whole iteration, measured from construction; when it
   // passes with tracked futures pending, iteration throws TimeoutError (like as_completed()).

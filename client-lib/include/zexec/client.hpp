@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 
+#include "zexec/export.hpp"
 #include "zexec/future.hpp"
 #include "zexec/pack.hpp"
 #include "zexec/timeout.hpp"
@@ -80,7 +81,7 @@ struct TaskOptions {
   std::chrono::milliseconds retry_backoff{0};
 };
 
-class Client {
+class ZEXEC_API Client {
  public:
   // Connects and completes the handshake (hello/welcome). Throws ConnectionError
   // "zexecd not reachable at ENDPOINT after 5 s" when no welcome comes within connect_timeout.

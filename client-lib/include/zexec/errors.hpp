@@ -5,31 +5,32 @@
 #include <string>
 
 #include "zexec/error.hpp"
+#include "zexec/export.hpp"
 
 namespace zexec {
 
 // A deadline given to result()/exception()/as_completed()/... passed first.
-class TimeoutError : public Error {
+class ZEXEC_API TimeoutError : public Error {
  public:
   using Error::Error;
 };
 
 // result()/exception() on a cancelled future (Python's concurrent.futures.CancelledError).
-class CancelledError : public Error {
+class ZEXEC_API CancelledError : public Error {
  public:
   using Error::Error;
 };
 
 // The daemon could not be reached, stopped answering, or forgot this client. Also what result()
 // throws for a task whose outcome was lost that way.
-class ConnectionError : public Error {
+class ZEXEC_API ConnectionError : public Error {
  public:
   using Error::Error;
 };
 
 // The daemon went silent for 5 x heartbeat_ms: every unfinished future fails with this, since
 // none of them will hear from the daemon again (Python: zexec.DaemonLostError).
-class DaemonLostError : public ConnectionError {
+class ZEXEC_API DaemonLostError : public ConnectionError {
  public:
   using ConnectionError::ConnectionError;
 };
@@ -40,7 +41,7 @@ class DaemonLostError : public ConnectionError {
 // "backlogged"). Every unfinished future fails with it. what() reads "zexecd at EP reported
 // CODE: MESSAGE" (a future's: "TASK: " first); message() is the daemon's own text
 // (Python: zexec.DaemonError, .code and .message).
-class DaemonError : public ConnectionError {
+class ZEXEC_API DaemonError : public ConnectionError {
  public:
   DaemonError(std::string code, const std::string& what) : ConnectionError(what), code_(std::move(code)) {}
   DaemonError(std::string code, std::string message, const std::string& what)
@@ -53,14 +54,14 @@ class DaemonError : public ConnectionError {
 };
 
 // result<T>() could not convert the task's return value to T; what() shows the value.
-class ResultTypeError : public Error {
+class ZEXEC_API ResultTypeError : public Error {
  public:
   using Error::Error;
 };
 
 // The task failed remotely: it threw, or the daemon/worker reported an error for it.
 // what() reads "TASK: TYPE: MESSAGE", e.g. "sleep: ValueError: negative".
-class TaskError : public Error {
+class ZEXEC_API TaskError : public Error {
  public:
   TaskError(std::string task_name, std::string type, std::string message);
   const std::string& task_name() const noexcept { return task_name_; }
@@ -113,7 +114,7 @@ ZEXEC_TASK_ERROR(UnencodableResultError)
 using QueueFull [[deprecated("use zexec::QueueFullError")]] = QueueFullError;
 
 // Throws the TaskError subclass that matches `type` (the list above), else a TaskError.
-[[noreturn]] void throw_task_error(const std::string& task_name, const std::string& type,
-                                   const std::string& message);
+[[noreturn]] ZEXEC_API void throw_task_error(const std::string& task_name, const std::string& type,
+                                             const std::string& message);
 
 }  // namespace zexec

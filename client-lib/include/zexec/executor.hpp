@@ -13,7 +13,7 @@
 //   4. `zexecd` in the bindir libzexec was configured for (CMAKE_INSTALL_FULL_BINDIR): right
 //      only if it was installed with that prefix (`cmake --install --prefix X` elsewhere makes
 //      this miss, or find an older daemon there: use 1-3 then);
-//   5. `zexecd` in the build tree libzexec was built in;
+//   5. `zexecd` in the build tree libzexec was built in (not for the Debian packages);
 //   6. `zexecd` in each directory of $PATH, in order.
 // When none is, the constructor throws zexec::Error naming every place it looked.
 // It listens on ipc://<private temporary directory>/zexecd.sock and gets SIGTERM if the thread
@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "zexec/client.hpp"
+#include "zexec/export.hpp"
 
 namespace zexec {
 
@@ -52,7 +53,7 @@ struct ExecutorOptions {
   std::chrono::milliseconds stop_timeout{10000};
 };
 
-class Executor {
+class ZEXEC_API Executor {
  public:
   explicit Executor(int workers);
   explicit Executor(ExecutorOptions options = {});

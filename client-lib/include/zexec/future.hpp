@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "zexec/errors.hpp"
+#include "zexec/export.hpp"
 #include "zexec/pack.hpp"
 #include "zexec/timeout.hpp"
 
@@ -28,7 +29,7 @@ class FutureState;
 struct FutureAccess;
 }  // namespace detail
 
-class Future {
+class ZEXEC_API Future {
  public:
   // An empty handle: valid() is false, everything else throws zexec::Error.
   Future() = default;

@@ -9,6 +9,7 @@
 #include <typeinfo>
 
 #include "zexec/errors.hpp"
+#include "zexec/export.hpp"
 
 namespace zexec::detail {
 
@@ -30,9 +31,9 @@ std::string pack_args(const Args&... args) {
 }
 
 // Throws ResultTypeError: "TASK: result VALUE (msgpack TYPE) cannot be converted to T".
-[[noreturn]] void throw_result_type_error(const std::string& task, const msgpack::object& value,
-                                          const std::type_info& wanted);
-[[noreturn]] void throw_bad_result_bytes(const std::string& task, const char* why);
+[[noreturn]] ZEXEC_API void throw_result_type_error(const std::string& task, const msgpack::object& value,
+                                                    const std::type_info& wanted);
+[[noreturn]] ZEXEC_API void throw_bad_result_bytes(const std::string& task, const char* why);
 
 template <class T>
 T unpack_as(const std::string& bytes, const std::string& task) {

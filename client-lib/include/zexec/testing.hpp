@@ -7,17 +7,18 @@
 
 #include <string>
 
+#include "zexec/export.hpp"
 #include "zexec/future.hpp"
 #include "zexec/pack.hpp"
 
 namespace zexec::testing {
 
 // A pending future owned by no client; cancel() on it succeeds while it is pending.
-Future make_future(std::string task_name = "test", std::uint64_t id = 0);
+ZEXEC_API Future make_future(std::string task_name = "test", std::uint64_t id = 0);
 
 // Each returns false (changing nothing) if the future was already done.
-bool set_running(const Future& f);
-bool set_result_bytes(const Future& f, std::string msgpack_value);
+ZEXEC_API bool set_running(const Future& f);
+ZEXEC_API bool set_result_bytes(const Future& f, std::string msgpack_value);
 template <class T>
 bool set_result(const Future& f, const T& value) {
   std::string bytes;
@@ -26,8 +27,8 @@ bool set_result(const Future& f, const T& value) {
   pk.pack(value);
   return set_result_bytes(f, std::move(bytes));
 }
-bool set_exception(const Future& f, std::string type, std::string message);  // a remote task error
-bool set_connection_error(const Future& f, std::string message);             // lost connection
-bool set_cancelled(const Future& f);
+ZEXEC_API bool set_exception(const Future& f, std::string type, std::string message);  // a remote task error
+ZEXEC_API bool set_connection_error(const Future& f, std::string message);             // lost connection
+ZEXEC_API bool set_cancelled(const Future& f);
 
 }  // namespace zexec::testing

@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include "zexec/export.hpp"
+
 namespace zexec {
 
 using Timeout = std::optional<std::chrono::nanoseconds>;
@@ -24,7 +26,7 @@ inline Deadline deadline_from(const Timeout& timeout) {
 }
 
 // "5 s", "0.25 s", "1.5 s": how long something waited, for error messages.
-std::string format_seconds(std::chrono::nanoseconds d);
+ZEXEC_API std::string format_seconds(std::chrono::nanoseconds d);
 
 }  // namespace detail
 }  // namespace zexec

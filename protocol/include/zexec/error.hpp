@@ -3,9 +3,11 @@
 
 #include <stdexcept>
 
+#include "zexec/export.hpp"
+
 namespace zexec {
 
-class Error : public std::runtime_error {
+class ZEXEC_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };

@@ -18,17 +18,19 @@
 #include <zexec/detail/task_adapter.hpp>
 #include <zexec/error.hpp>
 
+#include "zexec/export.hpp"
+
 namespace zexec {
 
 // The worker could not start: missing/invalid environment, unusable endpoint, bad registration.
-class WorkerError : public Error {
+class ZEXEC_API WorkerError : public Error {
  public:
   using Error::Error;
 };
 
 // Reported to the client as error type "BadArguments". add() throws it when the arguments do
 // not match the callable's parameters; tasks (typed or raw) may throw it themselves too.
-class BadArguments : public Error {
+class ZEXEC_API BadArguments : public Error {
  public:
   using Error::Error;
 };
@@ -39,7 +41,7 @@ struct WorkerOptions {
 };
 
 // Where the daemon is and who we are; normally read from the environment zexecd sets.
-struct WorkerConfig {
+struct ZEXEC_API WorkerConfig {
   std::string tasks_endpoint;         // ZEXEC_TASKS_ENDPOINT: our PULL connects here
   std::string events_endpoint;        // ZEXEC_EVENTS_ENDPOINT: our PUSH connects here
   std::uint64_t worker_id = 0;        // ZEXEC_WORKER_ID
@@ -49,7 +51,7 @@ struct WorkerConfig {
   static WorkerConfig from_env();
 };
 
-class Worker {
+class ZEXEC_API Worker {
  public:
   // Takes the msgpack bytes of the argument array, returns the msgpack bytes of the result.
   using RawTask = detail::RawTask;

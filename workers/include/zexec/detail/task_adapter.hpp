@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "zexec/export.hpp"
+
 namespace zexec::detail {
 
 // ---- function traits: parameter and return types of a callable --------------------------------
@@ -71,9 +73,9 @@ template <template <class...> class Template, class... A>
 inline constexpr bool is_specialization_v<Template<A...>, Template> = true;
 
 // Name of the fixed-width integer type, e.g. "uint8"; the range a client must respect.
-std::string int_name(bool is_signed, std::size_t bytes);
+ZEXEC_API std::string int_name(bool is_signed, std::size_t bytes);
 // "std::runtime_error" rather than "St13runtime_error".
-std::string demangled_name(const std::type_info& type);
+ZEXEC_API std::string demangled_name(const std::type_info& type);
 
 // What a parameter of type T accepts, in the vocabulary of msgpack users ("double", "str", ...).
 template <class T>
@@ -108,11 +110,11 @@ std::string expected_name() {
 // ---- non-template helpers (task_adapter.cpp) ----------------------------------------------------
 
 // Unpacks the argument bytes; throws zexec::BadArguments unless they hold a msgpack array.
-msgpack::object_handle unpack_args(std::string_view task, std::string_view bytes);
+ZEXEC_API msgpack::object_handle unpack_args(std::string_view task, std::string_view bytes);
 
-[[noreturn]] void throw_bad_arity(std::string_view task, std::size_t expected, std::size_t got);
-[[noreturn]] void throw_bad_argument(std::string_view task, std::size_t index, const std::string& expected,
-                                     const msgpack::object& got);
+[[noreturn]] ZEXEC_API void throw_bad_arity(std::string_view task, std::size_t expected, std::size_t got);
+[[noreturn]] ZEXEC_API void throw_bad_argument(std::string_view task, std::size_t index,
+                                               const std::string& expected, const msgpack::object& got);
 
 // msgpack writes into anything with write(const char*, size_t); this appends to a std::string.
 struct StringSink {
@@ -120,7 +122,7 @@ struct StringSink {
   void write(const char* p, std::size_t n) { out->append(p, n); }
 };
 
-std::string packed_nil();
+ZEXEC_API std::string packed_nil();
 
 template <class T>
 std::string pack_value(const T& value) {
