@@ -15,7 +15,7 @@ APT_PACKAGES := cmake g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-
                 libgtest-dev python3-zmq python3-msgpack python3-pytest clang libclang-rt-14-dev \
                 python3-venv python3-setuptools python3-wheel \
                 libsystemd-dev systemd libtomlplusplus-dev libcpp-httplib-dev \
-                dpkg-dev groff-base
+                dpkg-dev groff-base debhelper dh-python lintian debootstrap systemd-container
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps configure build demo test package bench clean format
@@ -53,13 +53,11 @@ bench: deps
 	cmake --build build-bench -j$(JOBS)
 	bench/run.sh build-bench
 
-# The .deb, from a tree configured for /usr as Debian wants it (no tests, no examples).
+# The Debian packages (zexec, libzexec0, libzexec-dev, python3-zexec) into build-deb/, built by
+# debhelper from packaging/debian on a copy of the sources (packaging/build-debs.sh).
 DEB_DIR ?= build-deb
 package: deps
-	@cmake -S . -B $(DEB_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
-	  -DZEXEC_BUILD_TESTS=OFF -DZEXEC_BUILD_EXAMPLES=OFF >/dev/null
-	cmake --build $(DEB_DIR) -j$(JOBS)
-	cd $(DEB_DIR) && rm -f zexec_*.deb && cpack -G DEB >/dev/null && ls zexec_*.deb
+	packaging/build-debs.sh $(DEB_DIR) $(JOBS)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
