@@ -121,6 +121,25 @@ for flag in $(LD_LIBRARY_PATH=$work/root/$lib "$work/root/usr/bin/zexecd" --help
   grep -q -- "$flag" "$work/zexecd.8.txt" || fail "zexecd(8) does not document $flag"
 done
 
+# --- libzexec-dev as a producer's build uses it, on the unpacked packages: find_package(zexec)
+# (its files locate the headers and libraries relative to themselves) and pkg-config (through
+# its sysroot). Both must link libzexec.so.0, and the program's embedded Executor runs the
+# packaged zexecd, which runs the packaged zexec-worker.
+cmake -S "$src/tests/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$work/root/usr" >"$work/cmake.log" ||
+  { cat "$work/cmake.log"; fail "find_package(zexec) from libzexec-dev"; }
+grep -q "zexec config: $work/root$lib/cmake/zexec/" "$work/cmake.log" || fail "found another zexec: $(grep 'zexec config' "$work/cmake.log")"
+cmake --build "$work/consumer" -j2 >"$work/build.log" || { cat "$work/build.log"; fail "building against libzexec-dev"; }
+pc_flags=$(PKG_CONFIG_SYSROOT_DIR="$work/root" PKG_CONFIG_LIBDIR="$work/root$lib/pkgconfig" pkg-config --cflags --libs zexec)
+# shellcheck disable=SC2086
+g++ -std=c++20 "$src/tests/consumer/main.cpp" -o "$work/consumer-pc" $pc_flags || fail "building with pkg-config zexec: $pc_flags"
+for program in "$work/consumer/consumer" "$work/consumer-pc"; do
+  grep -q 'NEEDED.*\[libzexec\.so\.0\]' <<<"$(readelf -d "$program")" || fail "$program does not link libzexec.so.0"
+  out=$(LD_LIBRARY_PATH="$work/root$lib" ZEXEC_DAEMON="$work/root/usr/bin/zexecd" timeout 120 "$program" 2>&1) ||
+    fail "$program against the packages: $out"
+  grep -q 'sum 100' <<<"$out" || fail "$program: $out"
+  grep -q 'task error: fail: ' <<<"$out" || fail "$program did not catch the TaskError libzexec threw: $out"
+done
+
 # --- lintian: no error and no warning (the informational tags are printed, not fatal)
 if ! lintian --fail-on error,warning --display-info --show-overrides "${deb[@]}" >"$work/lintian" 2>&1; then
   cat "$work/lintian"
