@@ -163,7 +163,7 @@ reloaded() { [ "$w0" != unknown ] && [ "$(pool_workers)" = "$w1" ]; }
 name="reload: zexec status shows the default pool's workers $w0 -> $w1 within 10 s"
 if wait_for 10 reloaded; then ok "$name"; else fail "$name" "pool workers $(pool_workers)"; fi
 same_process() { [ "$pid" != 0 ] && is MainPID "$pid"; }
-check "reload: same process (MainPID $pid)" "MainPID $(prop MainPID)" same_process
+check "reload: same process, not a restart" "MainPID $pid before, $(prop MainPID) after" same_process
 
 # ---- stop drains and exits 0 ----
 out=$(systemctl stop zexecd 2>&1)
