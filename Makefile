@@ -14,7 +14,7 @@ endif
 APT_PACKAGES := cmake g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libspdlog-dev \
                 libgtest-dev python3-zmq python3-msgpack python3-pytest clang libclang-rt-14-dev \
                 python3-venv python3-setuptools python3-wheel \
-                libsystemd-dev systemd libtomlplusplus-dev libcpp-httplib-dev \
+                libsystemd-dev systemd libtomlplusplus-dev libcpp-httplib-dev libsqlite3-dev \
                 dpkg-dev groff-base debhelper dh-python lintian debootstrap systemd-container
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
