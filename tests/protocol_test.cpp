@@ -150,8 +150,11 @@ TEST(Protocol, WelcomeIsReadInItsOlderShorterFormToo) {
   ASSERT_TRUE(now) << now.error;
   EXPECT_EQ(std::get<proto::Welcome>(*now.message).client_timeout_ms, 5000u);
 
-  EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000)), "welcome: 4 fields, expected 5..7");
-  EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000, 100, 64, 5000, 1)), "welcome: 8 fields, expected 5..7");
+  EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000)), "welcome: 4 fields, expected at least 5");
+  // A newer daemon's welcome, with a field this build does not know: read, the field skipped.
+  proto::Decoded newer = proto::decode(pack(1, 2, 7, ep, 4, 1000, 100, 64, 5000, 1));
+  ASSERT_TRUE(newer) << newer.error;
+  EXPECT_EQ(proto::encode(*newer.message), proto::encode(proto::Welcome{7, ep, 4, 1000, 100, 64, 5000}));
   EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000, 100, std::string("64"))),
             "max_unacked_updates: expected a non-negative int, got str");
   EXPECT_EQ(refused(pack(1, 2, 7, ep, 4, 1000, 100, 64, std::uint64_t{1} << 32)),
@@ -221,8 +224,7 @@ TEST(Protocol, RefusesMalformedEnvelopes) {
 }
 
 TEST(Protocol, RefusesWrongFieldsWithTheFieldNamed) {
-  EXPECT_EQ(refused(pack(1, 7, 1)), "heartbeat: 1 fields, expected 0");
-  EXPECT_EQ(refused(pack(1, 1, std::string("x"))), "hello: 1 fields, expected 2");
+  EXPECT_EQ(refused(pack(1, 1, std::string("x"))), "hello: 1 fields, expected at least 2");
   EXPECT_EQ(refused(pack(1, 1, 5, 5)), "client name: expected str, got int");
   EXPECT_EQ(refused(pack(1, 6, -3)), "seq: expected a non-negative int, got int");
   EXPECT_EQ(refused(pack(1, 3, 5)), "tasks: expected array, got int");
@@ -268,7 +270,7 @@ TEST(Protocol, RefusesWrongFieldsWithTheFieldNamed) {
               pk.pack(1);
               pk.pack(std::string("echo"));
             })),
-            "task: array of 2 elements, expected 3..4");
+            "task: array of 2 elements, expected at least 3");
 }
 
 TEST(Protocol, RefusesBadEvents) {
@@ -354,7 +356,6 @@ TEST(Protocol, FastPathDecodesBatchesAsTheGeneralDecoderDoes) {
            std::vector<msgpack::type::tuple<int, std::string, std::string>>{{1, "", ""}}),  // empty name
       pack(1, 10, 1, std::vector<std::vector<int>>{{1, 5}}),                                // kind 5
       pack(1, 10, 1, std::vector<std::vector<int>>{{1, 1}}),                                // ok, no value
-      pack(1, 21, 1, 2, std::vector<std::vector<int>>{{1, 0, 0}}),                          // started + extra
       pack(2, 10, 1, std::vector<int>{}),                                                   // version 2
       pack(1, 10, -1, std::vector<int>{}),                                                  // negative seq
       pack(1, 30, std::vector<int>{1}),                        // task not an array
@@ -365,6 +366,10 @@ TEST(Protocol, FastPathDecodesBatchesAsTheGeneralDecoderDoes) {
     EXPECT_FALSE(proto::decode(frame)) << "accepted hostile frame " << &frame - hostile.data();
     same(frame);
   }
+  // A `started` event with an element a newer peer added: taken by both, the element skipped.
+  std::string newer = pack(1, 21, 1, 2, std::vector<std::vector<int>>{{1, 0, 0}});
+  EXPECT_TRUE(proto::decode(newer));
+  same(newer);
   std::mt19937 rng(42);
   for (const std::string& frame : frames) {
     if (frame.size() > 1000) continue;  // the small ones: every cut and many bytes changed

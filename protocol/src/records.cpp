@@ -56,7 +56,8 @@ void pack_event(Packer& pk, const Event& e) {
 }
 
 TaskSpec get_task(const Obj& o) {
-  const auto& a = get_array(o, "task", 3, 4);
+  // [id, name, args, options?, ...]: elements after options are a newer peer's, skipped.
+  const auto& a = get_array(o, "task", 3);
   TaskSpec t;
   t.id = get_uint(a.ptr[0], "task id");
   // A name is any non-empty str (at most limits::kMaxStr bytes); its bytes are not checked
@@ -64,7 +65,7 @@ TaskSpec get_task(const Obj& o) {
   t.name = get_str(a.ptr[1], "task name");
   if (t.name.empty()) refuse("task name: empty");
   t.args = get_bytes(a.ptr[2], "task args");
-  if (a.size == 4) {
+  if (a.size >= 4) {
     const Obj& opts = a.ptr[3];
     if (opts.type != msgpack::type::MAP)
       refuse(std::string("task options: expected map, got ") + kind_name(opts.type));
@@ -82,13 +83,13 @@ TaskSpec get_task(const Obj& o) {
 }
 
 Event get_event(const Obj& o) {
-  const auto& a = get_array(o, "event", 2, 4);
+  const auto& a = get_array(o, "event", 2);
   Event e;
   e.task_id = get_uint(a.ptr[0], "event task id");
   auto kind = get_uint(a.ptr[1], "event kind", 3);
   e.kind = static_cast<Outcome>(kind);
   std::uint32_t expected = event_size(e.kind);
-  if (a.size != expected)
+  if (a.size < expected)  // more: a newer peer's trailing elements, skipped
     refuse("event of kind " + std::to_string(kind) + ": " + std::to_string(a.size) + " elements, expected " +
            std::to_string(expected));
   if (e.kind == Outcome::ok) e.value = get_bytes(a.ptr[2], "event value");

@@ -77,8 +77,9 @@ inline const msgpack::object_array& get_array(const Obj& o, const char* what, st
     refuse(std::string(what) + ": expected array, got " + kind_name(o.type));
   if (o.via.array.size < min_size || o.via.array.size > max_size)
     refuse(std::string(what) + ": array of " + std::to_string(o.via.array.size) + " elements, expected " +
-           (min_size == max_size ? std::to_string(min_size)
-                                 : std::to_string(min_size) + ".." + std::to_string(max_size)));
+           (min_size == max_size     ? std::to_string(min_size)
+            : max_size == UINT32_MAX ? "at least " + std::to_string(min_size)
+                                     : std::to_string(min_size) + ".." + std::to_string(max_size)));
   return o.via.array;
 }
 

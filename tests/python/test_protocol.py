@@ -49,8 +49,9 @@ def test_welcome_in_its_older_five_field_form_is_accepted():
     new = p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000))
     assert (new.max_unacked_updates, new.client_timeout_ms) == (64, 5000)
     assert p.encode_welcome(7, "ep", 4, 1000, 100) == pk(1, 2, 7, "ep", 4, 1000, 100, 0, 0)
-    for frame, why in [(pk(1, 2, 7, "ep", 4, 1000), "welcome: 4 fields, expected 5..7"),
-                       (pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000, 1), "welcome: 8 fields, expected 5..7"),
+    # A newer daemon's welcome, with a field this module does not know: read, the field skipped.
+    assert p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000, 1)) == p.Welcome(7, "ep", 4, 1000, 100, 64, 5000)
+    for frame, why in [(pk(1, 2, 7, "ep", 4, 1000), "welcome: 4 fields, expected at least 5"),
                        (pk(1, 2, 7, "ep", 4, 1000, 100, "64"), "max_unacked_updates: expected a non-negative int"),
                        (pk(1, 2, 7, "ep", 4, 1000, 100, 64, 2**32), "client_timeout_ms: 4294967296 is out of range")]:
         with pytest.raises(p.ProtocolError) as info:
@@ -76,7 +77,7 @@ def pk(*obj):
     (pk(1, True), "message type: expected a non-negative int, got bool"),
     (pk(1, 6, True), "seq: expected a non-negative int, got bool"),
     (pk(1, 6, 1.0), "seq: expected a non-negative int, got float"),
-    (pk(1, 6, 2**64 - 1, 0), "ack: 2 fields, expected 1"),
+    (pk(1, 6), "ack: 0 fields, expected at least 1"),
     (pk(1, 2, 1, "ep", 2**32, 1, 1), "workers: 4294967296 is out of range"),
     (pk(1, 1, "x", 2**63), "pid"),
     (pk(1, 4, 1, [1], 1), "force: expected bool, got int"),
@@ -93,7 +94,7 @@ def pk(*obj):
     (pk(1, 20, 1, 1, 1, ["a", 1]), "task name: expected str, got int"),
     (msgpack.packb([1, 12, "x" * ((1 << 20) + 1)]), "exceeds max_str_len"),
     (msgpack.packb([1, 3, [[1, "echo", b"", {f"k{i}": 1 for i in range(65)}]]]), "exceeds max_map_len"),
-    (b"\x93\x01\x07" + b"\x91" * 40 + b"\x01", "heartbeat: 1 fields"),  # deep nesting
+    (b"\x93\x01\x06" + b"\x91" * 40 + b"\x01", "seq: expected a non-negative int"),  # deep nesting
 ])
 def test_decoder_refuses(frame, why):
     with pytest.raises(p.ProtocolError) as info:

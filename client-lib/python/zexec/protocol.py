@@ -257,7 +257,7 @@ def _get_array(o, what, lo=0, hi=None):
     if not isinstance(o, list):
         _refuse(f"{what}: expected array, got {_kind(o)}")
     if len(o) < lo or (hi is not None and len(o) > hi):
-        expected = str(lo) if lo == hi else f"{lo}..{hi}"
+        expected = str(lo) if lo == hi else f"at least {lo}" if hi is None else f"{lo}..{hi}"
         _refuse(f"{what}: array of {len(o)} elements, expected {expected}")
     return o
 
@@ -267,14 +267,14 @@ def _get_ids(o, what):
 
 
 def _get_task(o):
-    a = _get_array(o, "task", 3, 4)
+    a = _get_array(o, "task", 3)  # elements after options: a newer peer's, skipped
     tid = _get_uint(a[0], "task id")
     name = _get_str(a[1], "task name")
     if not name:
         _refuse("task name: empty")
     args = _get_bytes(a[2], "task args")
     options = {}
-    if len(a) == 4:
+    if len(a) >= 4:
         if not isinstance(a[3], dict):
             _refuse(f"task options: expected map, got {_kind(a[3])}")
         raw = {}
@@ -292,11 +292,11 @@ def _get_tasks(o):
 
 
 def _get_event(o):
-    a = _get_array(o, "event", 2, 4)
+    a = _get_array(o, "event", 2)
     tid = _get_uint(a[0], "event task id")
     kind = _get_uint(a[1], "event kind", 3)
     expected = 3 if kind == OK else 4 if kind == FAILED else 2
-    if len(a) != expected:
+    if len(a) < expected:  # more: a newer peer's trailing elements, skipped
         _refuse(f"event of kind {kind}: {len(a)} elements, expected {expected}")
     if kind == OK:
         return Event(tid, kind, _get_bytes(a[2], "event value"))
@@ -512,9 +512,9 @@ def decode(frame):
     if cls is None:
         _refuse(f"unknown message type {type_id}")
     fields = root[2:]
-    lo, hi = cls.REQUIRED, len(cls.FIELDS)
-    if not lo <= len(fields) <= hi:
-        _refuse(f"{cls.NAME}: {len(fields)} fields, expected {hi if lo == hi else f'{lo}..{hi}'}")
+    if len(fields) < cls.REQUIRED:
+        _refuse(f"{cls.NAME}: {len(fields)} fields, expected at least {cls.REQUIRED}")
     # In order, so the first bad field is the one named; fields an older peer did not send
-    # (added since) keep their default, 0.
+    # (added since) keep their default, 0, and those a newer peer added after ours are skipped
+    # (zip stops at the fields this module knows).
     return cls(*(f.kind.get(o, f.what) for f, o in zip(cls.FIELDS, fields)))
