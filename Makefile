@@ -18,7 +18,7 @@ APT_PACKAGES := cmake g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-
                 dpkg-dev groff-base debhelper dh-python lintian debootstrap systemd-container
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps configure build demo test package bench clean format
+.PHONY: all deps configure build demo test package package-check bench clean format
 
 all: build
 
@@ -58,6 +58,10 @@ bench: deps
 DEB_DIR ?= build-deb
 package: deps
 	packaging/build-debs.sh $(DEB_DIR) $(JOBS)
+
+# The packages built in a clean Debian 12 with only their Build-Depends (minutes; not in `test`).
+package-check: deps
+	packaging/check-build-depends.sh $(JOBS)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
