@@ -42,7 +42,7 @@ TEST_F(PoolsTest, EachTaskGoesToThePoolThatRunsItsName) {
   // The message names what each pool runs, so a typo is easy to see.
   EXPECT_NE(unknown.error_message.find("unknown task 'no_such_task': no worker runs it"), std::string::npos)
       << unknown.error_message;
-  EXPECT_NE(unknown.error_message.find("default: crash, echo, fail"), std::string::npos)
+  EXPECT_NE(unknown.error_message.find("default: crash, crashy, echo, fail"), std::string::npos)
       << unknown.error_message;
   EXPECT_NE(unknown.error_message.find("extra: add, nap_ms, pool_name"), std::string::npos)
       << unknown.error_message;

@@ -125,6 +125,12 @@ std::vector<Vector> good_vectors() {
        proto::encode(proto::WorkerRevoked{3, {handle, (2ULL << 32) | 2}})},
       {"tasks", R"([1, 30, [[4294967297, "echo", b"\x92\x01\xa1a"]]])",
        proto::encode(proto::Tasks{{task(handle, "echo", kArgs)}})},
+      {"tasks_attempt", R"([1, 30, [[4294967297, "echo", b"\x92\x01\xa1a", {}, 3]]])",
+       [&] {
+         proto::TaskSpec t = task(handle, "echo", kArgs);
+         t.attempt = 3;
+         return proto::encode(proto::Tasks{{t}});
+       }()},
       {"tasks_options",
        R"([1, 30, [[4294967297, "echo", b"\x92\x01\xa1a", {"timeout_ms": 5000, "retries": 2}]]])",
        [&] {
@@ -164,7 +170,7 @@ std::vector<OlderVector> newer_vectors() {
   pt.pack(1);
   pt.pack(3);
   pt.pack_array(1);
-  pt.pack_array(5);
+  pt.pack_array(6);
   pt.pack(1);
   pt.pack(std::string("echo"));
   pt.pack_bin(4);
@@ -175,6 +181,7 @@ std::vector<OlderVector> newer_vectors() {
   pt.pack_map(1);
   pt.pack(std::string("retries"));
   pt.pack(2);
+  pt.pack(0);  // attempt: not said
   pt.pack(std::string("later"));
   proto::TaskSpec spec{1, "echo",
                        std::string("\x92\x01\xa1"
@@ -200,7 +207,7 @@ std::vector<OlderVector> newer_vectors() {
        R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 1])",
        raw(1, 2, 7, std::string("ipc:///run/zexec/zexecd.sock.r7"), 4, 1000, 100000, 64, 5000, 1),
        proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000}},
-      {"task_with_an_element", R"([1, 3, [[1, "echo", b"\x92\x01\xa1a", {"retries": 2}, "later"]]])",
+      {"task_with_an_element", R"([1, 3, [[1, "echo", b"\x92\x01\xa1a", {"retries": 2}, 0, "later"]]])",
        std::string(t.data(), t.size()), proto::Submit{{spec}}},
       {"event_with_an_element", R"([1, 10, 1, [[1, 1, b"*", 0]]])", std::string(e.data(), e.size()),
        proto::Update{1, {proto::Event{1, proto::Outcome::ok, "*", "", ""}}}},

@@ -308,6 +308,23 @@ TEST(RealDaemonTest, RetriesRerunTheTaskAndCrashesAreQuarantined) {
   EXPECT_EQ(c.submit("echo", 7).result<int>(30s), 7) << "the pool recovers";
 }
 
+// A task run again sees which run it is (zexec::current_attempt(), from the tasks message's
+// attempt): after raising (retries) and after its worker died under it (crash_retries).
+TEST(RealDaemonTest, ARerunTaskSeesItsAttempt) {
+  SKIP_WITHOUT_DAEMON();
+  RealDaemon d(2);
+  Client c = d.client();
+  EXPECT_EQ(c.submit("flaky", 1).result<int>(30s), 1) << "a first run is attempt 1";
+  EXPECT_EQ(c.submit_with({.retries = 2}, "flaky", 3).result<int>(30s), 3);
+  EXPECT_EQ(c.submit_with({.crash_retries = 1}, "crashy", 2).result<int>(60s), 2);
+  try {
+    c.submit_with({.retries = 1}, "flaky", 3).result<int>(30s);
+    ADD_FAILURE() << "no exception";
+  } catch (const TaskError& e) {
+    EXPECT_EQ(e.message(), "flaky: run 2 of 3 (attempt 2)") << e.what();
+  }
+}
+
 TEST(RealDaemonTest, ForceCancelStopsARunningTask) {
   SKIP_WITHOUT_DAEMON();
   RealDaemon d(1);

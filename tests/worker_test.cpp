@@ -239,8 +239,8 @@ TEST_F(WorkerTest, HelloComesFirstWithPidCapacityAndTaskNames) {
   EXPECT_EQ(hello.pid, worker_->pid());
   EXPECT_EQ(hello.capacity, 1024u);
   std::set<std::string> names(hello.tasks.begin(), hello.tasks.end());
-  EXPECT_EQ(names,
-            (std::set<std::string>{"sleep", "echo", "fail", "crash", "random_sleep", "noop", "pid", "hog"}));
+  EXPECT_EQ(names, (std::set<std::string>{"sleep", "echo", "fail", "crash", "random_sleep", "noop", "pid",
+                                          "hog", "flaky", "crashy"}));
 }
 
 TEST_F(WorkerTest, EchoReturnsEveryKindOfValueUnchanged) {

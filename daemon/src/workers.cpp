@@ -248,7 +248,7 @@ void Broker::dispatch_pool(int pool, Clock::time_point now) {
     proto::TaskListWriter out(scratch_, proto::Type::tasks, static_cast<std::uint32_t>(b.handles.size()));
     for (Handle h : b.handles) {
       const Task* t = tasks_.get(h);
-      out.add(h, t->name->text, t->args);
+      out.add(h, t->name->text, t->args, {}, t->attempts);  // the attempt: sent from 2 on
     }
     workers_.send(*b.w, std::move(scratch_));
     scratch_.clear();

@@ -66,7 +66,7 @@ inline void pack_value(Packer& pk, const std::string& v, const FieldInfo& f) {
   f.bytes ? wire::pack_bin(pk, v) : wire::pack_str(pk, v);
 }
 inline void pack_value(Packer& pk, const TaskSpec& t, const FieldInfo&) {
-  records::pack_task(pk, t.id, t.name, t.args, t.options());
+  records::pack_task(pk, t.id, t.name, t.args, t.options(), t.attempt);
 }
 inline void pack_value(Packer& pk, const Event& e, const FieldInfo&) {
   records::pack_event(pk, e);

@@ -124,10 +124,10 @@ TaskListWriter::TaskListWriter(std::string& out, Type type, std::uint32_t count)
 }
 
 void TaskListWriter::add(std::uint64_t id, std::string_view name, std::string_view args,
-                         const TaskOptionFields& options) {
+                         const TaskOptionFields& options, std::uint32_t attempt) {
   StringSink sink{out_};
   Packer pk(sink);
-  records::pack_task(pk, id, name, args, options);
+  records::pack_task(pk, id, name, args, options, attempt);
 }
 
 void append_worker_events_header(std::string& out, std::uint64_t worker_id, std::uint64_t busy_us,

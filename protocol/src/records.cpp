@@ -26,15 +26,18 @@ std::uint32_t event_size(Outcome kind) {
 
 }  // namespace
 
+// [id, name, args], then the options map when an option is set or an attempt follows, then the
+// attempt from 2 on: a first run, the common case, keeps the short form (and the fast decoder).
 void pack_task(Packer& pk, std::uint64_t id, std::string_view name, std::string_view args,
-               const TaskOptionFields& t) {
+               const TaskOptionFields& t, std::uint32_t attempt) {
   std::uint32_t options = 0;
   for (const auto& o : kTaskOptions) options += t.*o.field != 0;
-  pk.pack_array(options ? 4 : 3);
+  bool with_attempt = attempt > 1;
+  pk.pack_array(with_attempt ? 5 : options ? 4 : 3);
   pk.pack(id);
   pack_str(pk, name);
   pack_bin(pk, args);
-  if (options) {
+  if (options || with_attempt) {
     pk.pack_map(options);
     for (const auto& o : kTaskOptions)
       if (t.*o.field) {
@@ -42,6 +45,7 @@ void pack_task(Packer& pk, std::uint64_t id, std::string_view name, std::string_
         pk.pack(t.*o.field);
       }
   }
+  if (with_attempt) pk.pack(attempt);
 }
 
 void pack_event(Packer& pk, const Event& e) {
@@ -56,7 +60,7 @@ void pack_event(Packer& pk, const Event& e) {
 }
 
 TaskSpec get_task(const Obj& o) {
-  // [id, name, args, options?, ...]: elements after options are a newer peer's, skipped.
+  // [id, name, args, options?, attempt?, ...]: elements after those are a newer peer's, skipped.
   const auto& a = get_array(o, "task", 3);
   TaskSpec t;
   t.id = get_uint(a.ptr[0], "task id");
@@ -79,6 +83,7 @@ TaskSpec get_task(const Obj& o) {
       t.*option->spec_field = static_cast<std::uint32_t>(get_uint(kv.val, option->key, UINT32_MAX));
     }
   }
+  if (a.size >= 5) t.attempt = static_cast<std::uint32_t>(get_uint(a.ptr[4], "task attempt", UINT32_MAX));
   return t;
 }
 

@@ -11,7 +11,7 @@
 namespace zexec::proto::records {
 
 void pack_task(wire::Packer& pk, std::uint64_t id, std::string_view name, std::string_view args,
-               const TaskOptionFields& options);
+               const TaskOptionFields& options, std::uint32_t attempt = 0);
 void pack_event(wire::Packer& pk, const Event& e);
 
 TaskSpec get_task(const wire::Obj& o);

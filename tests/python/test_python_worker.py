@@ -38,6 +38,17 @@ def test_exception_types(py_executor):
     assert py_executor.submit("add", 1, 1).result(T) == 2  # the worker goes on
 
 
+def test_a_rerun_task_sees_its_attempt(py_executor):
+    import zexec.worker as w
+    assert w.attempt() == 0  # outside a task
+    assert py_executor.submit("flaky", 1).result(T) == 1
+    assert py_executor.task("flaky", retries=2).submit(3).result(T) == 3
+    assert py_executor.task("crashy", crash_retries=1).submit(2).result(30) == 2
+    with pytest.raises(zexec.TaskError) as info:
+        py_executor.task("flaky", retries=1).submit(3).result(T)
+    assert info.value.message == "run 2 of 3 (attempt 2)"
+
+
 def test_bad_arguments(py_executor):
     with pytest.raises(zexec.BadArgumentsError) as info:
         py_executor.submit("add", 1).result(T)

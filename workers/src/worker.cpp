@@ -99,6 +99,14 @@ int Worker::run() {
   return run(WorkerConfig::from_env());
 }
 
+namespace {
+thread_local std::uint32_t t_attempt = 0;  // the attempt of the task this thread runs, 0 = none
+}  // namespace
+
+std::uint32_t current_attempt() noexcept {
+  return t_attempt;
+}
+
 int Worker::run(const WorkerConfig& config) {
   if (impl_->running) throw WorkerError("Worker::run() is already running");
   if (config.heartbeat_ms == 0) throw WorkerError("WorkerConfig::heartbeat_ms must be positive");
@@ -114,7 +122,9 @@ int Worker::run(const WorkerConfig& config) {
   proto::Event event;
   bool ran = false;
   while (auto task = link.next(ran ? &event : nullptr)) {
+    t_attempt = task->attempt ? task->attempt : 1;
     event = impl_->registry.run(*task);
+    t_attempt = 0;
     ran = true;
   }
   return link.close();

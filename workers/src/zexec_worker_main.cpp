@@ -33,6 +33,8 @@ constexpr TaskHelp kTaskHelp[] = {
     {"noop() -> nil", "does nothing (for benchmarks)"},
     {"pid() -> int", "the worker's process id (for tests of supervision)"},
     {"hog(megabytes) -> pid", "keeps that much more memory for good (for tests of recycling)"},
+    {"flaky(n) -> attempt", "raises on runs before the n-th, then returns the run's number (retries)"},
+    {"crashy(n) -> attempt", "aborts the worker on runs before the n-th, then returns the number"},
 };
 
 void print_help() {
@@ -92,6 +94,17 @@ void add_stock_tasks(zexec::Worker& worker) {
     if (megabytes > 4096) throw std::invalid_argument("hog: at most 4096 MiB");
     kept.emplace_back(static_cast<std::size_t>(megabytes) << 20, '\1');  // touched: resident
     return static_cast<std::int64_t>(::getpid());
+  });
+  // Which run of a task this is (zexec::current_attempt()), for tests of retries and re-runs.
+  worker.add("flaky", [](std::uint32_t n) {
+    if (zexec::current_attempt() < n)
+      throw std::runtime_error("flaky: run " + std::to_string(zexec::current_attempt()) + " of " +
+                               std::to_string(n));
+    return zexec::current_attempt();
+  });
+  worker.add("crashy", [](std::uint32_t n) {
+    if (zexec::current_attempt() < n) std::abort();
+    return zexec::current_attempt();
   });
 }
 

@@ -75,11 +75,13 @@ _UNPACK_LIMITS = dict(
 class Task:
     """A task on the wire. ``id`` is the client's id (client hop) or the daemon's handle (worker
     hop); ``args`` the msgpack bytes of an array of positional arguments; ``options`` a dict of
-    the nonzero options among OPTION_KEYS."""
+    the nonzero options among OPTION_KEYS; ``attempt`` (worker hop) which run of the task this
+    is, 2 and up when the daemon runs it again after a failure, 0 = not said (the first)."""
     id: int
     name: str
     args: bytes
     options: dict = field(default_factory=dict)
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,9 @@ def _bool(v, what):
 
 
 def _task_obj(t):
+    attempt = 0
     if isinstance(t, Task):
-        tid, name, args, options = t.id, t.name, t.args, t.options
+        tid, name, args, options, attempt = t.id, t.name, t.args, t.options, t.attempt
     else:
         if not isinstance(t, (tuple, list)) or len(t) not in (3, 4):
             raise TypeError("task: expected (id, name, args[, options])")
@@ -163,6 +166,11 @@ def _task_obj(t):
                 opts[key] = value
         if opts:
             out.append(opts)
+    # From 2 on only, after the options map (empty if need be): a first run keeps the short form.
+    if _uint(attempt, "task attempt", _U32) > 1:
+        if len(out) == 3:
+            out.append({})
+        out.append(attempt)
     return out
 
 
@@ -267,7 +275,7 @@ def _get_ids(o, what):
 
 
 def _get_task(o):
-    a = _get_array(o, "task", 3)  # elements after options: a newer peer's, skipped
+    a = _get_array(o, "task", 3)  # elements after options and attempt: a newer peer's, skipped
     tid = _get_uint(a[0], "task id")
     name = _get_str(a[1], "task name")
     if not name:
@@ -284,7 +292,8 @@ def _get_task(o):
                 _refuse(f"task options: unknown option '{k}'")
             raw[k] = _get_uint(v, k, _U32)
         options = {k: raw[k] for k in OPTION_KEYS if raw.get(k)}
-    return Task(tid, name, args, options)
+    attempt = _get_uint(a[4], "task attempt", _U32) if len(a) >= 5 else 0
+    return Task(tid, name, args, options, attempt)
 
 
 def _get_tasks(o):

@@ -47,7 +47,7 @@ import zmq
 from . import protocol as proto
 from ._errors import Error
 
-__all__ = ["task", "run", "serve", "registered", "command", "WorkerError"]
+__all__ = ["task", "run", "serve", "registered", "command", "attempt", "WorkerError"]
 
 _MAX_RESULT_BYTES = proto.MAX_MESSAGE_BYTES - (64 << 10)
 _MAX_ERROR_TEXT = 64 << 10  # receivers refuse str fields over 1 MiB: one long text would cost a batch
@@ -127,8 +127,27 @@ def _kind(o):
             float: "float", type(None): "nil"}.get(type(o), type(o).__name__)
 
 
+_attempt = 0  # the attempt of the task running now (0: none); tasks run on one thread
+
+
+def attempt() -> int:
+    """Inside a task: which run of this task it is. 1 the first time; 2 and up when zexecd runs it
+    again after it raised (``retries``) or its worker died under it (``crash_retries``), so a
+    task with side effects it must not repeat can tell. 0 outside a task."""
+    return _attempt
+
+
 def _run_task(spec):
     """Runs one task; returns its final event. Never raises an Exception."""
+    global _attempt
+    _attempt = spec.attempt or 1
+    try:
+        return _run_task_once(spec)
+    finally:
+        _attempt = 0
+
+
+def _run_task_once(spec):
     fn = _registry.get(spec.name)
     if fn is None:
         return _error(spec.id, "UnknownTask", f"unknown task '{spec.name}'")

@@ -57,6 +57,9 @@ struct TaskSpec {
   std::uint32_t retries = 0;
   std::uint32_t crash_retries = 0;
   std::uint32_t retry_backoff_ms = 0;
+  // Worker hop: which run of the task this is, 2 and up when the daemon runs it again after a
+  // failure (retries, crash_retries); 0 = not said, the first. Sent only from 2 on.
+  std::uint32_t attempt = 0;
 
   TaskOptionFields options() const { return {timeout_ms, retries, crash_retries, retry_backoff_ms}; }
 };
@@ -168,12 +171,12 @@ std::string encode(const Message& m);
 // records, without building a TaskSpec per task: the hot path of both (bench/RESULTS.md). The
 // bytes equal encode() of the same message.
 //   TaskListWriter w(out, Type::submit, n);   // clears `out`; then exactly n calls of
-//   w.add(id, name, args, options);
+//   w.add(id, name, args, options, attempt);
 class TaskListWriter {
  public:
   TaskListWriter(std::string& out, Type type, std::uint32_t count);
   void add(std::uint64_t id, std::string_view name, std::string_view args,
-           const TaskOptionFields& options = {});
+           const TaskOptionFields& options = {}, std::uint32_t attempt = 0);
 
  private:
   std::string& out_;

@@ -101,6 +101,21 @@ def exit_worker(code):
     sys.exit(code)
 
 
+@w.task
+def flaky(n):
+    """Raises on the runs before the n-th, then returns the run's number (w.attempt())."""
+    if w.attempt() < n:
+        raise RuntimeError(f"run {w.attempt()} of {n}")
+    return w.attempt()
+
+
+@w.task
+def crashy(n):
+    if w.attempt() < n:
+        os.abort()
+    return w.attempt()
+
+
 if __name__ == "__main__":
     # PY_WORKER_ANY=1: announce no task names ("any name"), so unknown names reach this worker.
     w.run(advertise=os.environ.get("PY_WORKER_ANY") != "1")

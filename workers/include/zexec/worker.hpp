@@ -93,4 +93,10 @@ class ZEXEC_API Worker {
   std::unique_ptr<Impl> impl_;
 };
 
+// Inside a task function: which run of this task it is. 1 the first time; 2 and up when zexecd
+// runs it again after it raised (TaskOptions::retries) or its worker died under it
+// (crash_retries), so a task with side effects it must not repeat can tell. 0 outside a task.
+// (A zexecd older than this runtime never says, and every run reads 1.)
+ZEXEC_API std::uint32_t current_attempt() noexcept;
+
 }  // namespace zexec
