@@ -15,6 +15,8 @@ version=$(sed -n 's/^project(zexec VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.
 changelog_version=$(sed -n '1s/^zexec (\([^)]*\)).*/\1/p' "$src/packaging/debian/changelog")
 [ "$version" = "$changelog_version" ] ||
   fail "CMakeLists.txt says $version, packaging/debian/changelog says $changelog_version: add a changelog entry"
+python_version=$(sed -n 's/^version = "\([^"]*\)".*/\1/p' "$src/client-lib/python/pyproject.toml")
+[ "$version" = "$python_version" ] || fail "CMakeLists.txt says $version, client-lib/python/pyproject.toml $python_version"
 
 declare -A deb
 for pkg in zexec libzexec0 libzexec-dev python3-zexec; do
@@ -42,7 +44,8 @@ declare -A wants=(
                   /usr/include/zexec/export.hpp $lib/libzexec.so $lib/libzexec-worker.so
                   $lib/cmake/zexec/zexecConfig.cmake $lib/pkgconfig/zexec.pc $lib/pkgconfig/zexec-worker.pc"
   [python3-zexec]="/usr/lib/python3/dist-packages/zexec/__init__.py /usr/lib/python3/dist-packages/zexec/worker.py
-                   /usr/lib/python3/dist-packages/zexec/py.typed"
+                   /usr/lib/python3/dist-packages/zexec/py.typed
+                   /usr/lib/python3/dist-packages/zexec-$version.dist-info/METADATA"
 )
 for pkg in "${!deb[@]}"; do
   # Files and links only (directories are shared by design).
@@ -111,6 +114,9 @@ grep -q "libzexec.so.0 => $work/root/$lib/" <<<"$(ldd "$work/root/usr/bin/zexec"
 unset LD_LIBRARY_PATH
 PYTHONPATH="$work/root/usr/lib/python3/dist-packages" /usr/bin/python3 -c 'import zexec, zexec.worker; zexec.Executor' ||
   fail "the packaged Python module does not import"
+# Its metadata: importlib.metadata (and pip list) know the package and its version.
+pyver=$(PYTHONPATH="$work/root/usr/lib/python3/dist-packages" /usr/bin/python3 -c 'import importlib.metadata as m; print(m.version("zexec"))')
+[ "$pyver" = "$version" ] || fail "importlib.metadata.version('zexec') is '$pyver', not $version"
 for page in usr/share/man/man8/zexecd.8.gz usr/share/man/man1/zexec.1.gz usr/share/man/man1/zexec-worker.1.gz; do
   warnings=$(zcat "$work/root/$page" | groff -man -ww -z 2>&1)
   [ -z "$warnings" ] || fail "$page: $warnings"
