@@ -1,7 +1,8 @@
-// The journal: what zexecd has accepted, kept on disk so that a restart loses none of it
-// (--journal PATH). It stores opaque records (the broker decides what they hold: a submit frame
-// as received, an update as sent) in SQLite in WAL mode, a storage engine Debian ships and
-// fsck-free recovery comes with, rather than a log format of our own.
+// The journal: what zexecd has accepted, kept on disk so that a restart loses none of it (to be
+// --journal PATH; the broker does not use it yet, issue 13). It stores opaque records (the
+// broker decides what they hold: a submit frame as received, an update as sent) in SQLite in WAL
+// mode, a storage engine Debian ships, with crash recovery built in, rather than a log format of
+// our own.
 //
 // Group commit: append() and forget() only add to the open group; commit() makes the whole group
 // durable in one transaction, which with sync = full is one fsync of the WAL however many records
