@@ -35,6 +35,8 @@ const std::string kArgs = std::string(
     "\x92\x01\xa1"
     "a",
     4);
+const std::string kToken =
+    std::string("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f", 16);
 const std::string kArgsFloat = std::string("\x91\xcb\x3f\xd0\x00\x00\x00\x00\x00\x00", 10);
 
 proto::TaskSpec task(std::uint64_t id, std::string name, std::string args) {
@@ -79,8 +81,14 @@ std::vector<Vector> good_vectors() {
   const std::uint64_t handle = (1ULL << 32) | 1;  // daemon handles: generation << 32 | slot
   return {
       {"hello", R"([1, 1, "demo", 4242])", proto::encode(proto::Hello{"demo", 4242})},
+      {"hello_session", R"([1, 1, "demo", 4242, 77, b"\x00\x01...\x0f"])",
+       proto::encode(proto::Hello{"demo", 4242, 77, kToken})},
       {"welcome", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000])",
        proto::encode(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000})},
+      {"welcome_session",
+       R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 77, b"\x00...\x0f", True])",
+       proto::encode(proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 77,
+                                    kToken, true})},
       {"submit", R"([1, 3, [[1, "echo", b"\x92\x01\xa1a"]]])",
        proto::encode(proto::Submit{{task(1, "echo", kArgs)}})},
       {"submit_options",
@@ -109,6 +117,8 @@ std::vector<Vector> good_vectors() {
            1,
            {event(1, O::started), event(2, O::ok, "\x2a"), event(3, O::error, {}, "ValueError", "bad value"),
             event(4, O::cancelled), event(5, O::error, {}, "WorkerCrashed", "worker killed by signal 9")}})},
+      {"update_accepted", R"([1, 10, 2, [[1, 1, b"*"]], 41])",
+       proto::encode(proto::Update{2, {event(1, O::ok, "*")}, 41})},
       {"status", R"([1, 11])", proto::encode(proto::Status{})},
       {"status_reply", R"([1, 12, b"\x81\xa9uptime_ms\x05"])",
        proto::encode(proto::StatusReply{status_body})},
@@ -172,7 +182,7 @@ std::string list_frame(std::initializer_list<int> head, F one) {
 }
 
 // Frames in an older, shorter form of a message: every decoder accepts them, with the added
-// fields 0, and re-encodes them in the current form.
+// fields 0, and re-encode as they came (added fields that are 0 are left out at the end).
 std::vector<FormVector> older_vectors() {
   return {
       {"welcome_5_fields", R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000])",
@@ -206,12 +216,17 @@ std::vector<FormVector> newer_vectors() {
     pk.pack_bin_body("*", 1);
     pk.pack(0);
   });
+  // The session welcome (fixarray of 12) with one more field, the int 1.
+  std::string welcome_with_a_field = proto::encode(
+      proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 77, kToken, true});
+  welcome_with_a_field[0] = static_cast<char>(0x9d);
+  welcome_with_a_field += '\x01';
   return {
       {"heartbeat_with_a_field", R"([1, 7, 0])", raw(1, 7, 0), proto::Heartbeat{}},
       {"welcome_with_a_field",
-       R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 1])",
-       raw(1, 2, 7, std::string("ipc:///run/zexec/zexecd.sock.r7"), 4, 1000, 100000, 64, 5000, 1),
-       proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000}},
+       R"([1, 2, 7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 77, TOKEN, True, 1])",
+       welcome_with_a_field,
+       proto::Welcome{7, "ipc:///run/zexec/zexecd.sock.r7", 4, 1000, 100000, 64, 5000, 77, kToken, true}},
       {"task_with_an_element", R"([1, 3, [[1, "echo", b"\x92\x01\xa1a", {"retries": 2}, 0, "later"]]])", task,
        proto::Submit{{spec}}},
       {"event_with_an_element", R"([1, 10, 1, [[1, 1, b"*", 0]]])", event,

@@ -174,7 +174,8 @@ bool decode_fast(std::string_view frame, Message& out) {
     }
     case Type::update: {
       Update u;
-      ok = fields == 4 && r.uint(u.seq) && read_events(r, u.events);
+      ok = (fields == 4 || fields == 5) && r.uint(u.seq) && read_events(r, u.events) &&
+           (fields == 4 || r.uint(u.accepted_through));
       if (ok) out = std::move(u);
       break;
     }

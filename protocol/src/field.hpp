@@ -45,6 +45,10 @@ template <class M, class T>
 constexpr Field<M, T> added_field(const char* what, T M::*member) {
   return {{what, nullptr, false, true}, member};
 }
+template <class M>
+constexpr Field<M, std::string> added_bytes_field(const char* what, std::string M::*member) {
+  return {{what, nullptr, true, true}, member};
+}
 
 // ---- writing, by member type ----
 

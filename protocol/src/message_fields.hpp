@@ -25,6 +25,8 @@ template <>
 inline constexpr auto kFields<Hello> = std::tuple{
     field("client name", &Hello::client_name),
     field("pid", &Hello::pid),
+    added_field("session", &Hello::session),
+    added_bytes_field("session token", &Hello::token),
 };
 template <>
 inline constexpr auto kFields<Welcome> = std::tuple{
@@ -35,6 +37,9 @@ inline constexpr auto kFields<Welcome> = std::tuple{
     field("max_pending", &Welcome::max_pending),
     added_field("max_unacked_updates", &Welcome::max_unacked_updates),
     added_field("client_timeout_ms", &Welcome::client_timeout_ms),
+    added_field("session", &Welcome::session),
+    added_bytes_field("session token", &Welcome::token),
+    added_field("resumed", &Welcome::resumed),
 };
 template <>
 inline constexpr auto kFields<Submit> = std::tuple{field("tasks", &Submit::tasks)};
@@ -80,6 +85,7 @@ template <>
 inline constexpr auto kFields<Update> = std::tuple{
     field("seq", &Update::seq),
     field("events", &Update::events),
+    added_field("accepted_through", &Update::accepted_through),
 };
 
 // ---- worker <-> daemon ----

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <msgpack.hpp>
+#include <type_traits>
 
 #include "message_fields.hpp"
 #include "records.hpp"
@@ -27,10 +28,35 @@ constexpr Type kTypes[] = {
 };
 static_assert(std::size(kTypes) == std::variant_size_v<Message>);
 
+template <class T>
+bool is_zero(const T& v) {
+  if constexpr (std::is_arithmetic_v<T>)
+    return v == T{};
+  else
+    return v.empty();
+}
+
+// Trailing added fields that are 0 (or empty, false) are left out: a reader takes them as 0
+// anyway, and a message keeps the bytes it had before they were added (docs/PROTOCOL.md §1).
+template <class M>
+std::uint32_t fields_to_write(const M& m) {
+  std::uint32_t n = 0, i = 0;
+  std::apply(
+      [&](const auto&... f) {
+        ((++i, (!f.info.added || !is_zero(m.*f.member)) ? void(n = i) : void()), ...);
+      },
+      kFields<M>);
+  return n;
+}
+
 template <class M>
 void pack_message(Packer& pk, Type type, const M& m) {
-  pack_header(pk, type, kFieldCount<M>);
-  std::apply([&](const auto&... f) { (fields::pack_value(pk, m.*f.member, f.info), ...); }, kFields<M>);
+  const std::uint32_t n = fields_to_write(m);
+  pack_header(pk, type, n);
+  std::uint32_t i = 0;
+  std::apply(
+      [&](const auto&... f) { ((i++ < n ? fields::pack_value(pk, m.*f.member, f.info) : void()), ...); },
+      kFields<M>);
 }
 
 // Reads the fields in order, so the first bad one is the one a refusal names. A frame from an

@@ -48,9 +48,12 @@ def test_welcome_in_its_older_five_field_form_is_accepted():
     assert p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64)).max_unacked_updates == 64
     new = p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000))
     assert (new.max_unacked_updates, new.client_timeout_ms) == (64, 5000)
-    assert p.encode_welcome(7, "ep", 4, 1000, 100) == pk(1, 2, 7, "ep", 4, 1000, 100, 0, 0)
+    # Added fields that are 0 are left out at the end, as the C++ encoder does.
+    assert p.encode_welcome(7, "ep", 4, 1000, 100) == pk(1, 2, 7, "ep", 4, 1000, 100)
+    assert p.encode_welcome(7, "ep", 4, 1000, 100, 0, 5000) == pk(1, 2, 7, "ep", 4, 1000, 100, 0, 5000)
     # A newer daemon's welcome, with a field this module does not know: read, the field skipped.
-    assert p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000, 1)) == p.Welcome(7, "ep", 4, 1000, 100, 64, 5000)
+    assert (p.decode(pk(1, 2, 7, "ep", 4, 1000, 100, 64, 5000, 9, b"tok", True, 1))
+            == p.Welcome(7, "ep", 4, 1000, 100, 64, 5000, 9, b"tok", True))
     for frame, why in [(pk(1, 2, 7, "ep", 4, 1000), "welcome: 4 fields, expected at least 5"),
                        (pk(1, 2, 7, "ep", 4, 1000, 100, "64"), "max_unacked_updates: expected a non-negative int"),
                        (pk(1, 2, 7, "ep", 4, 1000, 100, 64, 2**32), "client_timeout_ms: 4294967296 is out of range")]:

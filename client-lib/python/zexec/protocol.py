@@ -370,10 +370,10 @@ class _F(NamedTuple):
     added: bool = False  # added to the message later: older peers' frames lack it (then 0)
 
 
-def _added(attr, kind, what=""):
+def _added(attr, kind, what="", default=0):
     """A field added after its message was first defined: trailing only, and a reader takes the
-    older, shorter frame with it 0 (PROTOCOL.md section 1, Versions)."""
-    return _F(attr, kind, what, 0, True)
+    older, shorter frame with it 0 (or b"", False: PROTOCOL.md section 1, Versions)."""
+    return _F(attr, kind, what, default, True)
 
 
 def _message(type_id, name, *fields, doc=None):
@@ -393,7 +393,8 @@ def _message(type_id, name, *fields, doc=None):
 
 
 # client <-> daemon
-Hello = _message(HELLO, "hello", _F("client_name", _TEXT, "client name"), _F("pid", _INT64))
+Hello = _message(HELLO, "hello", _F("client_name", _TEXT, "client name"), _F("pid", _INT64),
+                 _added("session", _UINT64), _added("token", _BYTES, "session token", b""))
 Welcome = _message(
     WELCOME, "welcome",
     _F("client_id", _UINT64, "client id"),
@@ -402,7 +403,10 @@ Welcome = _message(
     _F("heartbeat_ms", _UINT32),
     _F("max_pending", _UINT32),
     _added("max_unacked_updates", _UINT32),
-    _added("client_timeout_ms", _UINT32))
+    _added("client_timeout_ms", _UINT32),
+    _added("session", _UINT64),
+    _added("token", _BYTES, "session token", b""),
+    _added("resumed", _BOOL, default=False))
 Submit = _message(SUBMIT, "submit", _F("tasks", _TASKS))
 Cancel = _message(CANCEL, "cancel", _F("request_id", _UINT64, "request id"), _F("task_ids", _IDS, "task ids"),
                   _F("force", _BOOL, default=False))
@@ -420,7 +424,7 @@ AdminCancel = _message(ADMIN_CANCEL, "admin_cancel", _F("request_id", _UINT64, "
                        _F("client_id", _UINT64, "client id"), _F("task_ids", _IDS, "task ids"),
                        _F("force", _BOOL, default=False))
 # daemon -> client, on the results socket
-Update = _message(UPDATE, "update", _F("seq", _UINT64), _F("events", _EVENTS))
+Update = _message(UPDATE, "update", _F("seq", _UINT64), _F("events", _EVENTS), _added("accepted_through", _UINT64))
 # worker <-> daemon
 WorkerHello = _message(WORKER_HELLO, "worker_hello", _F("worker_id", _UINT64, "worker id"), _F("pid", _INT64),
                        _F("capacity", _UINT32), _F("task_names", _list(_TEXT, "task name"), "task names"))
@@ -453,8 +457,13 @@ def type_name(type_id):
 # can never leave futures without an outcome (PROTOCOL.md section 6).
 
 def _pack(cls, values):
-    return msgpack.packb([VERSION, cls.TYPE, *[f.kind.pack(v, f.what) for f, v in zip(cls.FIELDS, values)]],
-                         use_bin_type=True)
+    fields = [f.kind.pack(v, f.what) for f, v in zip(cls.FIELDS, values)]
+    # Trailing added fields that are 0 (b"", False) are left out, as the C++ encoder does: a
+    # reader takes them as 0, and the message keeps its bytes from before they were added.
+    n = len(fields)
+    while n > cls.REQUIRED and not fields[n - 1]:
+        n -= 1
+    return msgpack.packb([VERSION, cls.TYPE, *fields[:n]], use_bin_type=True)
 
 
 def encode(msg):

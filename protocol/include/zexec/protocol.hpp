@@ -75,6 +75,10 @@ struct Event {
 struct Hello {
   std::string client_name;
   std::int64_t pid = 0;
+  // Added to version 1 later (issue 13, sessions): the session to resume and its token, as an
+  // earlier `welcome` gave them; 0 and empty = start a new one.
+  std::uint64_t session = 0;
+  std::string token{};  // opaque bytes
 };
 struct Welcome {
   std::uint64_t client_id = 0;
@@ -85,6 +89,12 @@ struct Welcome {
   // Added to version 1 later: 0 when the daemon is older and did not send them (unknown).
   std::uint32_t max_unacked_updates = 0;  // most updates it sends before it waits for an ack
   std::uint32_t client_timeout_ms = 0;    // silence after which it forgets this client
+  // Sessions (added later): the session this connection belongs to and the token that resumes
+  // it; 0 = the daemon keeps no sessions (no journal, or older). `resumed`: the hello asked for
+  // this session and the daemon knew it (false with a new session: the old one is gone).
+  std::uint64_t session = 0;
+  std::string token{};  // opaque bytes
+  bool resumed = false;
 };
 struct Submit {
   std::vector<TaskSpec> tasks;
@@ -121,6 +131,9 @@ struct StatusReply {
 struct Update {
   std::uint64_t seq = 0;  // per client, starts at 1, +1 per update message
   std::vector<Event> events;
+  // Added later (issue 13): every task this session submitted with an id up to this one is
+  // accepted (on disk, with a journal), so the client need not keep it to send again. 0 = not said.
+  std::uint64_t accepted_through = 0;
 };
 struct WorkerHello {
   std::uint64_t worker_id = 0;  // from $ZEXEC_WORKER_ID
