@@ -47,6 +47,7 @@ std::exception_ptr make_task_error(const std::string& task_name, const std::stri
       {"ShuttingDown", make<ShuttingDownError>},     {"Quarantined", make<QuarantinedError>},
       {"QueueFull", make<QueueFullError>},           {"WorkerUnavailable", make<WorkerUnavailableError>},
       {"ResultTooLarge", make<ResultTooLargeError>}, {"UnencodableResult", make<UnencodableResultError>},
+      {"JournalFull", make<JournalFullError>},       {"JournalFailed", make<JournalFailedError>},
   };
   for (const auto& [name, make_one] : by_type)
     if (type == name) return make_one(task_name, type, message);

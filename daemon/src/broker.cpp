@@ -125,6 +125,7 @@ Broker::Broker(Options opts, std::function<std::optional<Options>()> reload)
 
   if (opts_.metrics_port > 0)
     metrics_ = std::make_unique<MetricsServer>(opts_.metrics_address, opts_.metrics_port);
+  open_journal();  // a journal it cannot use stops the start here, before any worker runs
   workers_.start(run_dir_, events_endpoint_);
   for (int p = 0; p < workers_.pools(); ++p)
     spdlog::info("zexecd listening on {}: pool '{}' of {} workers ({})", opts_.endpoint,
@@ -181,10 +182,12 @@ int Broker::run() {
         poll_clients.push_back(id);
       }
 
-    // At least 1 ms: a deadline already past must not turn the loop into a spin.
+    // At least 1 ms: a deadline already past must not turn the loop into a spin. (A commit
+    // that something waits for is not a deadline to sleep towards: no wait.)
     auto wait = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(next - now),
                          std::chrono::milliseconds(0)) +
                 std::chrono::milliseconds(1);
+    if (commit_soon_) wait = std::chrono::milliseconds(0);
     try {
       zmq::poll(items.data(), items.size(), wait);
     } catch (const zmq::error_t& e) {
@@ -199,6 +202,9 @@ int Broker::run() {
       if (items[1].revents & ZMQ_POLLIN) read_events();
       if (items[2].revents) handle_signals();
       if (items[0].revents & ZMQ_POLLIN) read_front();
+      // Submits read just now are accepted once on disk; records of results wait for the next
+      // group, up to kCommitWindow (journal_due).
+      if (commit_soon_ || journal_due(Clock::now())) commit_journal();
       if (items[3].revents & ZMQ_POLLIN) read_zap();
       std::size_t k = 4;
       for (auto [slot, id] : poll_workers)
@@ -215,6 +221,13 @@ int Broker::run() {
       spdlog::error("event loop: {} (going on)", e.what());
     }
   }
+  if (log_) {
+    for (auto& [id, c] : clients_) journal_events(*c);
+    if (!log_->commit() && !journal_failed_) {
+      spdlog::critical("{}", log_->failure()->what());
+      exit_code_ = 1;
+    }
+  }
   // Give the last frames (final events, cancel replies) a moment to leave: linger, bounded.
   front_.set(zmq::sockopt::linger, 1000);
   for (auto& [id, c] : clients_) c->results.set(zmq::sockopt::linger, 1000);
@@ -222,7 +235,7 @@ int Broker::run() {
       "zexecd stopped: {} submitted, {} succeeded, {} failed, {} cancelled, {} crashed, {} timed out",
       counters_.submitted, counters_.succeeded, counters_.failed, counters_.cancelled, counters_.crashed,
       counters_.timed_out);
-  return 0;
+  return exit_code_;
 }
 
 Clock::time_point Broker::tick(Clock::time_point now) {
@@ -262,6 +275,19 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   }
   next = std::min(next, next_second_);
   if (stopping_) next = std::min(next, stop_deadline_);
+  if (log_) {
+    if (journal_due(now)) commit_journal();
+    if (log_->pending()) next = std::min(next, pending_since_ + std::chrono::milliseconds(2));
+    // Compaction in small steps, when the loop has a moment (Journal::maintain).
+    if (!log_->pending() && !log_->failure() && now >= next_maintain_) {
+      try {
+        log_->maintain(std::chrono::milliseconds(2));
+      } catch (const JournalError& e) {
+        spdlog::error("{}", e.what());
+      }
+      next_maintain_ = now + std::chrono::milliseconds(100);
+    }
+  }
   steal(now);
   // A worker whose head task runs long may need stealing soon: wake up then, if stealing would
   // have anyone to give the tasks to.
@@ -298,6 +324,12 @@ void Broker::begin_shutdown() {
   stop_deadline_ = Clock::now() + std::chrono::milliseconds(opts_.shutdown_grace_ms);
   spdlog::info("stopping: running tasks may finish within {} ms", opts_.shutdown_grace_ms);
   notify_.stopping("stopping: " + status_line());
+  if (log_) {
+    // Queued tasks are on disk: the next run runs them. Running ones may finish in the grace;
+    // those still running then run again in the next run.
+    workers_.stop(stop_deadline_);
+    return;
+  }
   // Queued tasks will never run now: tell their clients instead of leaving futures hanging.
   while (auto h = next_queued_anywhere()) {
     Task* t = tasks_.get(*h);
@@ -403,8 +435,9 @@ bool Broker::shutdown_complete() {
   if (now > std::min(stop_deadline_, workers_gone_at_) + std::chrono::seconds(1)) return true;
   // Deliver the last results, and see them acknowledged, before going away.
   for (const auto& [id, c] : clients_)
-    if (c->held || !c->outbox.empty() || !c->unacked.empty() || !c->replies.empty()) return false;
-  return queues_.queued() == 0;
+    if (c->connected && (c->held || !c->outbox.empty() || !c->unacked.empty() || !c->replies.empty()))
+      return false;
+  return log_ || queues_.queued() == 0;  // (with a journal, queued tasks wait on disk)
 }
 
 }  // namespace zexecd

@@ -29,11 +29,15 @@
 #include "recent_ids.hpp"
 #include "run_queues.hpp"
 #include "supervisor.hpp"
+#include "task_log.hpp"
 #include "task_table.hpp"
 #include "zexec/detail/zmq_io.hpp"
 #include "zexec/protocol.hpp"
 
 namespace zexecd {
+
+// A fresh, secret results endpoint for a client of the daemon at `front` (clients.cpp).
+std::string results_endpoint_for(const std::string& front, const std::string& results_dir);
 
 using zexec::detail::recv_now;
 using zexec::detail::recv_rest;
@@ -57,10 +61,15 @@ struct Client {
   IdMap tasks;  // client task id -> handle, every unfinished task
   // Ids of its tasks cancelled lately and forgotten: as many as it may have unfinished (on_hello).
   RecentIds cancelled{kRecentCancels};
-  std::vector<zexec::proto::Event> outbox;                    // events not yet put in an update
-  std::optional<std::string> held;                            // an encoded update that would have blocked
-  std::deque<std::string> replies;                            // control replies that would have blocked
-  std::deque<std::pair<std::uint64_t, std::string>> unacked;  // seq -> encoded update, until acked
+  std::vector<zexec::proto::Event> outbox;  // events not yet put in an update
+  std::optional<std::string> held;          // an encoded update that would have blocked
+  std::deque<std::string> replies;          // control replies that would have blocked
+  struct Sent {
+    std::uint64_t seq;
+    std::string frame;                   // the encoded update
+    std::vector<std::uint32_t> batches;  // with a journal: the batch of each final event in it
+  };
+  std::deque<Sent> unacked;  // sent updates, until acked
   std::uint64_t next_seq = 1;
   Clock::time_point last_heard;
   Clock::time_point last_sent;
@@ -75,6 +84,18 @@ struct Client {
   // The ZAP address ("localhost:UID:GID:PID" on ipc, the IP on tcp) of the first peer that
   // connected to `results`: the only peer let in later (read_zap, results_guard.cpp).
   std::string results_peer;
+
+  // -- sessions (with a journal: durability.cpp, PROTOCOL.md §3 "Sessions")
+  std::uint64_t session = 0;  // 0: no journal, no session
+  std::string token;
+  bool connected = true;  // false: its connection timed out, or it came back from the journal
+  bool resumed = false;   // this connection resumed the session: it may send tasks again
+  // Parallel to `outbox` with a journal: the batch of each event (kNoBatch: started, or none).
+  std::vector<std::uint32_t> outbox_batches;
+  std::size_t journaled = 0;           // events at the front of `outbox` already in the journal
+  std::uint64_t accepted_through = 0;  // highest task id of a committed batch
+  std::uint64_t told_accepted = 0;     // the accepted_through its last update said
+  std::vector<std::uint32_t> batches;  // its batches (some may be forgotten since: batch_live)
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
@@ -128,7 +149,12 @@ class Broker {
   void read_front();
   void on_client_frame(const std::string& rid, std::string_view frame, std::size_t extra_frames);
   void on_hello(const std::string& rid, const zexec::proto::Hello& m);
-  void on_submit(Client& c, zexec::proto::Submit& m);
+  // `batch`: its record in the journal (none without one); `skip_through`: a resumed session's
+  // resend, whose tasks up to that id are accepted already.
+  bool open_results(Client& c, const std::string& rid);  // its results socket; false: rid was told why
+  Handle new_task(Client& c, zexec::proto::TaskSpec& spec, std::uint32_t batch);  // queued next
+  void on_submit(Client& c, zexec::proto::Submit& m, std::uint32_t batch = kNoBatch,
+                 std::uint64_t skip_through = 0);
   // A cancel from the owning client, or (`admin` = the asker's ROUTER id) from anyone else: then the
   // owner learns of each cancelled task through a `cancelled` event.
   void on_cancel(Client& c, const zexec::proto::Cancel& m, const std::string& admin = {});
@@ -190,6 +216,41 @@ class Broker {
   void cancel_task(Handle h);
   void cancel_missed(Worker& w, Handle h);
   void dead_worker_head(Worker& w, Handle h, const std::string& how);
+
+  // -- the journal and sessions (durability.cpp)
+  void open_journal();
+  void replay_journal();
+  void stash_submit(Client& c, zexec::proto::Submit& m, std::string_view frame);
+  void commit_journal();  // once per loop turn: then the stashed submits are accepted
+  void refuse_stashed(const std::string& type, const std::string& why);
+  void journal_events(Client& c);  // the final events of its outbox not yet in the journal
+  void push_event(Client& c, zexec::proto::Event&& e, std::uint32_t batch);
+  void new_session(Client& c);
+  bool resume_session(const std::string& rid, const zexec::proto::Hello& m);
+  void detach_client(Client& c, const char* why);
+  void end_session(Client& c);
+  void acked(Client& c, const Client::Sent& s);
+  void note_cancelled(Client& c, const std::vector<std::uint64_t>& ids,
+                      const std::vector<std::uint32_t>& batches);
+  void note_retry(const Task& t);
+  std::unique_ptr<TaskLog> log_;
+  std::unordered_map<std::uint64_t, std::uint64_t> client_by_session_;
+  struct Stashed {
+    std::uint64_t client_id;
+    zexec::proto::Submit submit;
+    std::uint32_t batch;
+    std::uint64_t skip_through;  // a resend: its tasks up to this id are accepted already
+  };
+  std::vector<Stashed> stashed_;  // submits journaled in the open group, accepted at its commit
+  bool journal_failed_ = false;
+  bool commit_soon_ = false;           // something waits for the next commit (a submit, a cancel_reply)
+  Clock::time_point pending_since_{};  // the open group's first record (kCommitWindow)
+  int exit_code_ = 0;
+  bool journal_due(Clock::time_point now) const {
+    return log_ && log_->pending() &&
+           (commit_soon_ || now - log_->pending_since() >= std::chrono::milliseconds(2));
+  }
+  Clock::time_point next_maintain_{};
 
   // -- status (status.cpp)
   std::string status_body() const;

@@ -12,8 +12,6 @@ namespace zexecd {
 
 namespace proto = zexec::proto;
 
-namespace {
-
 // A results socket's endpoint must be a secret only its client learns (welcome): ipc, a random
 // 64-bit token in the daemon run's results directory, which nobody can list (results_dir_);
 // tcp, an ephemeral port. Never a name that can be derived, like the client id: a stale client
@@ -28,7 +26,6 @@ std::string results_endpoint_for(const std::string& front, const std::string& re
   auto colon = front.rfind(':');
   return front.substr(0, colon) + ":*";
 }
-}  // namespace
 
 Client* Broker::find_client(std::uint64_t id) {
   auto it = clients_.find(id);
@@ -98,7 +95,10 @@ void Broker::on_client_frame(const std::string& rid, std::string_view frame, std
     return;
   }
   c->last_heard = Clock::now();
-  if (auto* s = std::get_if<proto::Submit>(&m)) return on_submit(*c, *s);
+  if (auto* s = std::get_if<proto::Submit>(&m)) {
+    if (log_) return stash_submit(*c, *s, frame);  // accepted at the commit (durability.cpp)
+    return on_submit(*c, *s);
+  }
   if (auto* x = std::get_if<proto::Cancel>(&m)) return on_cancel(*c, *x);
   if (auto* a = std::get_if<proto::Ack>(&m)) return on_ack(*c, a->seq);
   if (std::holds_alternative<proto::Heartbeat>(m)) return;
@@ -111,7 +111,9 @@ void Broker::on_client_frame(const std::string& rid, std::string_view frame, std
 void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   if (auto it = client_by_rid_.find(rid); it != client_by_rid_.end())
     drop_client(it->second, "said hello again");
-  if (stopping_) {
+  // With a journal a session outlives this run: the client resumes it with the next one.
+  if (log_ && m.session != 0 && resume_session(rid, m)) return;
+  if (stopping_ && !log_) {
     reply(rid, proto::Error{"shutting_down", "zexecd is stopping and accepts no new clients"});
     return;
   }
@@ -136,26 +138,7 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   c->routing_id = rid;
   c->name = m.client_name;
   c->pid = m.pid;
-  try {
-    c->results = zmq::socket_t(ctx_, zmq::socket_type::push);
-    c->results.set(zmq::sockopt::sndhwm, 1000);
-    c->results.set(zmq::sockopt::linger, 0);
-    // Every peer is vetted by read_zap (results_guard.cpp) before its handshake completes.
-    c->results.set(zmq::sockopt::zap_domain, results_zap_domain(c->id));
-    c->results.bind(results_endpoint_for(opts_.endpoint, results_dir_));
-    c->results_endpoint = c->results.get(zmq::sockopt::last_endpoint);
-  } catch (const std::exception& e) {
-    // EMFILE (fds, or libzmq's socket limit) or anything else: this client is told, the rest go on.
-    auto* z = dynamic_cast<const zmq::error_t*>(&e);
-    bool exhausted = z && (z->num() == EMFILE || z->num() == ENFILE);
-    spdlog::error("client '{}' pid {}: cannot open its results socket: {}", m.client_name, m.pid, e.what());
-    reply(rid, proto::Error{exhausted ? "too_many_clients" : "results_socket_failed",
-                            std::string("zexecd cannot open a results socket for this client: ") + e.what() +
-                                (exhausted ? " (raise the open-file limit: LimitNOFILE= in the unit, "
-                                             "ulimit -n; or lower max_clients)"
-                                           : "")});
-    return;
-  }
+  if (!open_results(*c, rid)) return;
   c->last_heard = c->last_sent = Clock::now();
   spdlog::info("client {} connected: '{}' pid {}", c->id, c->name, c->pid);
   std::uint32_t workers = workers_.wanted_workers();
@@ -163,18 +146,71 @@ void Broker::on_hello(const std::string& rid, const proto::Hello& m) {
   c->timeout = std::chrono::milliseconds(opts_.client_timeout_ms);
   // A cancel repeated for anything the client could have had unfinished still hears the truth.
   c->cancelled = RecentIds(std::max<std::size_t>(kRecentCancels, opts_.max_pending_per_client));
-  reply(rid,
-        proto::Welcome{c->id, c->results_endpoint, workers, static_cast<std::uint32_t>(c->heartbeat.count()),
-                       static_cast<std::uint32_t>(opts_.max_pending_per_client),
-                       static_cast<std::uint32_t>(opts_.max_unacked_updates),
-                       static_cast<std::uint32_t>(c->timeout.count())});
+  if (log_) {
+    new_session(*c);
+    if (m.session != 0)
+      spdlog::info("client {}: session {:x} asked for is not known here: a new one", c->id, m.session);
+  }
+  proto::Welcome w{c->id,
+                   c->results_endpoint,
+                   workers,
+                   static_cast<std::uint32_t>(c->heartbeat.count()),
+                   static_cast<std::uint32_t>(opts_.max_pending_per_client),
+                   static_cast<std::uint32_t>(opts_.max_unacked_updates),
+                   static_cast<std::uint32_t>(c->timeout.count()),
+                   c->session,
+                   c->token,
+                   false};
   client_by_rid_[rid] = c->id;
   clients_.emplace(c->id, std::move(c));
+  reply(rid, w);
 }
 
-void Broker::on_submit(Client& c, proto::Submit& m) {
-  if (refuse_backlogged(c, m)) return;
+bool Broker::open_results(Client& c, const std::string& rid) {
+  try {
+    c.results = zmq::socket_t(ctx_, zmq::socket_type::push);
+    c.results.set(zmq::sockopt::sndhwm, 1000);
+    c.results.set(zmq::sockopt::linger, 0);
+    // Every peer is vetted by read_zap (results_guard.cpp) before its handshake completes.
+    c.results.set(zmq::sockopt::zap_domain, results_zap_domain(c.id));
+    c.results.bind(results_endpoint_for(opts_.endpoint, results_dir_));
+    c.results_endpoint = c.results.get(zmq::sockopt::last_endpoint);
+    return true;
+  } catch (const std::exception& e) {
+    // EMFILE (fds, or libzmq's socket limit) or anything else: this client is told, the rest go on.
+    auto* z = dynamic_cast<const zmq::error_t*>(&e);
+    bool exhausted = z && (z->num() == EMFILE || z->num() == ENFILE);
+    spdlog::error("client '{}' pid {}: cannot open its results socket: {}", c.name, c.pid, e.what());
+    reply(rid, proto::Error{exhausted ? "too_many_clients" : "results_socket_failed",
+                            std::string("zexecd cannot open a results socket for this client: ") + e.what() +
+                                (exhausted ? " (raise the open-file limit: LimitNOFILE= in the unit, "
+                                             "ulimit -n; or lower max_clients)"
+                                           : "")});
+    return false;
+  }
+}
+
+Handle Broker::new_task(Client& c, proto::TaskSpec& spec, std::uint32_t batch) {
+  Handle h = tasks_.alloc(spec.name);
+  Task* t = tasks_.get(h);
+  t->client_id = c.id;
+  t->client_task_id = spec.id;
+  t->args = std::move(spec.args);
+  t->timeout_ms = spec.timeout_ms ? spec.timeout_ms : static_cast<std::uint32_t>(opts_.task_timeout_ms);
+  t->retries = static_cast<std::uint16_t>(std::min(spec.retries, kMaxRetries));
+  t->crash_retries = static_cast<std::uint16_t>(std::min(spec.crash_retries, kMaxRetries));
+  t->retry_backoff_ms = spec.retry_backoff_ms;
+  t->batch = batch;
+  c.tasks.insert(spec.id, h);
+  counters_.submitted++;
+  return h;
+}
+
+void Broker::on_submit(Client& c, proto::Submit& m, std::uint32_t batch, std::uint64_t skip_through) {
+  if (batch == kNoBatch && refuse_backlogged(c, m)) return;  // (with a journal: stash_submit did)
   for (auto& spec : m.tasks) {
+    if (batch != kNoBatch) c.accepted_through = std::max(c.accepted_through, spec.id);
+    if (spec.id <= skip_through) continue;  // sent again after a resume: accepted already
     if (c.tasks.find(spec.id)) {
       // Not an event: an event for this id would settle the first task's future.
       reply(c.routing_id,
@@ -183,35 +219,26 @@ void Broker::on_submit(Client& c, proto::Submit& m) {
       continue;
     }
     c.cancelled.erase(spec.id);  // whatever becomes of this id now, it is not that cancelled task
-    if (stopping_) {
+    if (batch != kNoBatch) log_->batch_task(batch);  // it gets a task or an event below
+    if (stopping_ && !log_) {                        // (with a journal it is on disk: the next run runs it)
       proto::Event e{
           spec.id, proto::Outcome::error, {}, "ShuttingDown", "zexecd is stopping: task not accepted"};
-      c.outbox.push_back(std::move(e));
+      push_event(c, std::move(e), batch);
       continue;
     }
     if (c.tasks.size() >= static_cast<std::size_t>(opts_.max_pending_per_client)) {
       // The client library never gets here (it waits for room); a raw client learns per task.
-      c.outbox.push_back(
-          proto::Event{spec.id,
-                       proto::Outcome::error,
-                       {},
-                       "QueueFull",
-                       "this client already has " + std::to_string(c.tasks.size()) +
-                           " unfinished tasks, the most zexecd accepts (max_pending_per_client)"});
+      push_event(c,
+                 proto::Event{spec.id,
+                              proto::Outcome::error,
+                              {},
+                              "QueueFull",
+                              "this client already has " + std::to_string(c.tasks.size()) +
+                                  " unfinished tasks, the most zexecd accepts (max_pending_per_client)"},
+                 batch);
       continue;
     }
-    Handle h = tasks_.alloc(spec.name);
-    Task* t = tasks_.get(h);
-    t->client_id = c.id;
-    t->client_task_id = spec.id;
-    t->args = std::move(spec.args);
-    t->timeout_ms = spec.timeout_ms ? spec.timeout_ms : static_cast<std::uint32_t>(opts_.task_timeout_ms);
-    t->retries = static_cast<std::uint16_t>(std::min(spec.retries, kMaxRetries));
-    t->crash_retries = static_cast<std::uint16_t>(std::min(spec.crash_retries, kMaxRetries));
-    t->retry_backoff_ms = spec.retry_backoff_ms;
-    c.tasks.insert(spec.id, h);
-    counters_.submitted++;
-    enqueue(c, h, false);
+    enqueue(c, new_task(c, spec, batch), false);
   }
 }
 
@@ -222,6 +249,8 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
   std::vector<int> to_kill;  // workers running a force-cancelled task
   std::vector<Handle> waits_on;
   std::unordered_set<std::uint64_t> seen;
+  std::vector<std::uint64_t> noted;  // cancelled here, with nothing to deliver: journaled
+  std::vector<std::uint32_t> noted_batches;
   for (auto id : m.task_ids) {
     if (!seen.insert(id).second) continue;  // asked twice in one request: answered once
     Handle h = c.tasks.find(id);
@@ -236,7 +265,12 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
     if (t->state == TaskState::queued || t->state == TaskState::retry_wait) {
       // A queued handle stays in its queue, stale: the run queues pass over it.
       if (t->state == TaskState::queued) unqueued(*t);
-      if (!admin.empty()) post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
+      if (!admin.empty()) {
+        post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
+      } else if (t->batch != kNoBatch) {
+        noted.push_back(id);
+        noted_batches.push_back(t->batch);
+      }
       req.outcomes.emplace_back(id, proto::CancelOutcome::cancelled);
       counters_.cancelled++;
       c.tasks.erase(id);
@@ -255,6 +289,7 @@ void Broker::on_cancel(Client& c, const proto::Cancel& m, const std::string& adm
         to_revoke[t->worker].push_back(h);
     }
   }
+  note_cancelled(c, noted, noted_batches);  // the reply waits for its commit (reply())
   if (req.waiting == 0) {
     reply(admin.empty() ? c.routing_id : admin, proto::CancelReply{req.request_id, std::move(req.outcomes)});
     return;
@@ -303,6 +338,7 @@ void Broker::drop_client(std::uint64_t client_id, const char* why) {
   });
   for (auto& req : cancels_)
     if (req && req->client_id == client_id) req->client_id = 0;
+  end_session(c);  // with a journal: every record of its session goes
   client_by_rid_.erase(c.routing_id);
   if (c.results_endpoint.rfind("ipc://", 0) == 0) std::remove(c.results_endpoint.c_str() + 6);
   clients_.erase(it);  // closes its results socket (linger 0)

@@ -131,6 +131,7 @@ Journal::Journal(std::string path, JournalSync sync) : path_(std::move(path)), s
     exec(kWalLimit);
     insert_ = prepare("INSERT INTO records(kind, owner, bytes) VALUES (?, ?, ?)");
     erase_ = prepare("DELETE FROM records WHERE id = ?");
+    erase_owner_ = prepare("DELETE FROM records WHERE owner = ?");
     int qrc = 0;
     stats_.records = static_cast<std::uint64_t>(query_int(db_, "SELECT count(*) FROM records", qrc));
     if (qrc != SQLITE_OK) fail(qrc, "counting its records");
@@ -138,6 +139,7 @@ Journal::Journal(std::string path, JournalSync sync) : path_(std::move(path)), s
   } catch (...) {
     sqlite3_finalize(insert_);
     sqlite3_finalize(erase_);
+    sqlite3_finalize(erase_owner_);
     sqlite3_close(db_);
     db_ = nullptr;
     throw;
@@ -148,6 +150,7 @@ Journal::~Journal() {
   if (in_group_) rollback_group();
   sqlite3_finalize(insert_);
   sqlite3_finalize(erase_);
+  sqlite3_finalize(erase_owner_);
   sqlite3_close(db_);
 }
 
@@ -245,6 +248,18 @@ void Journal::forget(std::int64_t id) {
   if (rc != SQLITE_DONE) {
     rollback_group();
     fail(rc, "forgetting a record");
+  }
+  group_delta_ -= sqlite3_changes(db_);
+}
+
+void Journal::forget_owner(std::uint64_t owner) {
+  if (!in_group_) begin_group();
+  sqlite3_bind_int64(erase_owner_, 1, static_cast<sqlite3_int64>(owner));
+  int rc = sqlite3_step(erase_owner_);
+  sqlite3_reset(erase_owner_);
+  if (rc != SQLITE_DONE) {
+    rollback_group();
+    fail(rc, "forgetting a session's records");
   }
   group_delta_ -= sqlite3_changes(db_);
 }

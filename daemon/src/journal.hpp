@@ -1,5 +1,5 @@
-// The journal: what zexecd has accepted, kept on disk so that a restart loses none of it (to be
-// --journal PATH; the broker does not use it yet, issue 13). It stores opaque records (the
+// The journal: what zexecd has accepted, kept on disk so that a restart loses none of it
+// (--journal PATH; what the broker keeps in it: task_log.hpp). It stores opaque records (the
 // broker decides what they hold: a submit frame as received, an update as sent) in SQLite in WAL
 // mode, a storage engine Debian ships, with crash recovery built in, rather than a log format of
 // our own.
@@ -84,6 +84,8 @@ class Journal {
   std::int64_t append(std::uint32_t kind, std::uint64_t owner, std::string_view bytes);
   // A forget writes pages too: on a full disk it can fail like an append (kind full).
   void forget(std::int64_t id);
+  // Every record of that owner (a session that ended), in the open group like forget().
+  void forget_owner(std::uint64_t owner);
   bool in_group() const { return in_group_; }
   // Makes the group durable; a no-op without one. On failure the group is rolled back (its
   // appends and forgets never happened) and JournalError (full, io) is thrown.
@@ -114,6 +116,7 @@ class Journal {
   sqlite3* db_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* erase_ = nullptr;
+  sqlite3_stmt* erase_owner_ = nullptr;
   bool open_ = false;  // past the constructor: an io failure from here on breaks the journal
   bool in_group_ = false;
   std::string broken_;  // why the journal takes no more writes (after an io failure), or ""

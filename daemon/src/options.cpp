@@ -89,6 +89,15 @@ const Setting kSettings[] = {
             "most clients at once; a hello past it gets error too_many_clients (0 = what the open-file "
             "limit allows, at 4 descriptors a client; a larger number is lowered to that; `status` shows "
             "the figure in use); lowered on reload, it refuses new clients and drops none"),
+    text("journal", &Options::journal, Reload::restart,
+         "keep accepted tasks, their attempts and undelivered results in this file (SQLite), so that a "
+         "restart loses none and clients resume their sessions (empty = in memory only)"),
+    text("journal_sync", &Options::journal_sync, Reload::restart,
+         "full: every commit is synced to the disk (survives power loss); normal: not synced (survives a "
+         "crash of zexecd, not of the machine)"),
+    integer("session_timeout_ms", &Options::session_timeout_ms, 1000, 2000000000, Reload::live,
+            "with a journal: a client's session (its tasks and results) waits this long after it was last "
+            "heard from for it to come back, ms"),
     integer("metrics_port", &Options::metrics_port, 0, 65535, Reload::live,
             "serve Prometheus metrics on this HTTP port (0 = off)"),
     text("metrics_address", &Options::metrics_address, Reload::live, "address the metrics port listens on"),

@@ -46,7 +46,10 @@ struct Options {
   bool print_endpoint = false;
   int parent_pid = 0;           // stop when this process is no longer our parent (embedded daemons); 0 = off
   std::vector<PoolSpec> pools;  // more pools, each with its own command (the default one is above)
-  int metrics_port = 0;         // Prometheus metrics over HTTP; 0 = off
+  std::string journal;          // keep accepted tasks on disk here; empty = in memory only
+  std::string journal_sync = "full";          // full (survives power loss) or normal (a crash of zexecd)
+  int session_timeout_ms = 60000;             // with a journal: a session unheard this long ends
+  int metrics_port = 0;                       // Prometheus metrics over HTTP; 0 = off
   std::string metrics_address = "127.0.0.1";  // loopback unless you say otherwise
   std::string config_path;  // the --config file, if any (not a setting: where settings come from)
   // The endpoint as configured (not a setting): `endpoint` becomes the bound one (tcp port * resolved),

@@ -86,6 +86,7 @@ void Broker::task_failed(Handle h, proto::Event&& e, Failure why) {
   t->state = TaskState::retry_wait;
   t->worker = -1;
   t->attempts++;
+  note_retry(*t);  // with a journal: a restart keeps the counts
   retries_.emplace(Clock::now() + delay, h);
 }
 
@@ -133,10 +134,13 @@ void Broker::cancel_task(Handle h) {
   // Cancelled by someone else than its owner: the owner hears of it as an event.
   if (any_cancel_request(h, [](const CancelRequest& r) { return !r.reply_to.empty(); }))
     post_event(*t, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
+  bool admin = any_cancel_request(h, [](const CancelRequest& r) { return !r.reply_to.empty(); });
   set_cancel_outcome(h, proto::CancelOutcome::cancelled);
   if (Client* c = find_client(t->client_id)) {
     c->tasks.erase(t->client_task_id);
     c->cancelled.insert(t->client_task_id);
+    // Its owner hears it from a cancel_reply, with nothing to deliver: journaled as cancelled.
+    if (!admin && t->batch != kNoBatch) note_cancelled(*c, {t->client_task_id}, {t->batch});
   }
   tasks_.release(h);
 }
@@ -193,7 +197,7 @@ void Broker::dead_worker_head(Worker& w, Handle h, const std::string& how) {
                                           " ms and was killed while running task '" + t->name->text + "'"},
                          Failure::crashed);
     case KilledBy::shutdown:
-      if (!started) return innocent();  // cancelled: the daemon is stopping
+      if (!started || log_) return innocent();  // cancelled (or, with a journal, run by the next run)
       set_cancel_outcome(h, proto::CancelOutcome::finished);
       counters_.crashed++;
       return finish_task(

@@ -147,7 +147,7 @@ void Broker::requeue_front(Handle h) {
     tasks_.release(h);
     return;
   }
-  if (stopping_) {  // it will never run now
+  if (stopping_ && !log_) {  // it will never run now (with a journal: in the next run)
     counters_.cancelled++;
     finish_task(h, proto::Event{0, proto::Outcome::cancelled, {}, {}, {}});
     return;

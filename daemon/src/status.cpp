@@ -32,7 +32,21 @@ std::string Broker::status_body() const {
   auto now = Clock::now();
   msgpack::sbuffer buf;
   Packer pk(buf);
-  pk.pack_map(11);
+  pk.pack_map(12);
+  pk.pack(std::string_view("journal"));
+  if (!log_) {
+    pk.pack_nil();  // in memory only
+  } else {
+    JournalStats js = log_->stats();
+    pk.pack_map(7);
+    kv(pk, "path", log_->path());
+    kv(pk, "records", js.records);
+    kv(pk, "commits", js.commits);
+    kv(pk, "commit_failures", js.commit_failures);
+    kv(pk, "file_bytes", js.file_bytes);
+    kv(pk, "wal_bytes", js.wal_bytes);
+    kv(pk, "failed", journal_failed_);
+  }
   pk.pack(std::string_view("settings"));
   auto settings = settings_of(opts_);
   pk.pack_map(static_cast<std::uint32_t>(settings.size()));
@@ -72,8 +86,9 @@ std::string Broker::status_body() const {
   pk.pack(std::string_view("clients"));
   pk.pack_array(static_cast<std::uint32_t>(clients_.size()));
   for (const auto& [id, c] : clients_) {
-    pk.pack_map(5);
+    pk.pack_map(6);
     kv(pk, "id", id);
+    kv(pk, "connected", c->connected);
     kv(pk, "name", c->name);
     kv(pk, "pid", c->pid);
     kv(pk, "queued", static_cast<std::uint64_t>(queues_.queued_by(id)));

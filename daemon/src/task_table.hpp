@@ -33,7 +33,8 @@ struct Task {
   std::uint16_t errors_seen = 0, crashes_seen = 0;
   std::int16_t pool = -1;  // the pool it is queued for or runs in; -1 = not routed yet
   TaskState state = TaskState::free;
-  bool revoking = false;  // a revoke for it is in flight
+  bool revoking = false;             // a revoke for it is in flight
+  std::uint32_t batch = UINT32_MAX;  // its submit's record in the journal (task_log.hpp); none
 };
 
 class TaskTable {

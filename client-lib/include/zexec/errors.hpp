@@ -102,6 +102,12 @@ ZEXEC_TASK_ERROR(QuarantinedError)
 ZEXEC_TASK_ERROR(QueueFullError)
 // "WorkerUnavailable": no worker can start (the worker command fails at start-up repeatedly).
 ZEXEC_TASK_ERROR(WorkerUnavailableError)
+// "JournalFull": the daemon's journal (zexecd --journal) is on a full file system; the task was
+// not accepted.
+ZEXEC_TASK_ERROR(JournalFullError)
+// "JournalFailed": the daemon could not write its journal (an I/O error, a failed sync); the task
+// was not accepted.
+ZEXEC_TASK_ERROR(JournalFailedError)
 // "ResultTooLarge": the return value does not fit in a frame.
 ZEXEC_TASK_ERROR(ResultTooLargeError)
 // "UnencodableResult": the return value cannot be encoded as msgpack.

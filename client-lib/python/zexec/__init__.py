@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._client import Executor, Future, TaskHandle, status
 from ._errors import (BadArgumentsError, ConnectionError, DaemonError, DaemonLostError, Error,
-                      ProtocolError, QuarantinedError, QueueFullError, ResultTooLargeError,
+                      JournalFailedError, JournalFullError, ProtocolError, QuarantinedError, QueueFullError, ResultTooLargeError,
                       ShuttingDownError, TaskError, TaskTimeoutError, UnknownTaskError,
                       UnencodableResultError, WorkerCrashedError, WorkerUnavailableError)
 from . import protocol
@@ -24,7 +24,7 @@ __all__ = [
     "Error", "ProtocolError", "ConnectionError", "DaemonLostError", "DaemonError",
     "TaskError", "WorkerCrashedError", "TaskTimeoutError", "QuarantinedError", "QueueFullError",
     "UnknownTaskError", "BadArgumentsError", "ShuttingDownError", "WorkerUnavailableError",
-    "ResultTooLargeError", "UnencodableResultError",
+    "ResultTooLargeError", "UnencodableResultError", "JournalFullError", "JournalFailedError",
 ]
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "WorkerUnavailableError",
     "ResultTooLargeError",
     "UnencodableResultError",
+    "JournalFullError",
+    "JournalFailedError",
     "task_error",
 ]
 
@@ -123,12 +125,20 @@ class UnencodableResultError(TaskError):
     """``UnencodableResult``: the return value cannot be encoded as msgpack (e.g. a set)."""
 
 
+class JournalFullError(TaskError):
+    """``JournalFull``: the daemon's journal is on a full file system; the task was not accepted."""
+
+
+class JournalFailedError(TaskError):
+    """``JournalFailed``: the daemon could not write its journal; the task was not accepted."""
+
+
 # PROTOCOL.md section 7's type names, each with its class named TYPE + "Error" (as in the C++
 # client); test_errors.py checks this against the document.
 _BY_TYPE = {cls.__name__[:-len("Error")]: cls for cls in (
     UnknownTaskError, BadArgumentsError, WorkerCrashedError, TaskTimeoutError, ShuttingDownError,
     QuarantinedError, QueueFullError, WorkerUnavailableError, ResultTooLargeError,
-    UnencodableResultError)}
+    UnencodableResultError, JournalFullError, JournalFailedError)}
 
 
 def task_error(type, message, task_name=""):  # noqa: A002

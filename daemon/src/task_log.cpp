@@ -1,0 +1,140 @@
+// TaskLog: the journal's records and the counts that decide when each is forgotten.
+#include "task_log.hpp"
+
+#include <algorithm>
+
+namespace zexecd {
+
+std::uint32_t TaskLog::new_batch(std::int64_t record) {
+  std::uint32_t b;
+  if (!free_batches_.empty()) {
+    b = free_batches_.back();
+    free_batches_.pop_back();
+  } else {
+    b = static_cast<std::uint32_t>(batches_.size());
+    batches_.emplace_back();
+  }
+  batches_[b].record = record;
+  batches_[b].live = 0;
+  batches_[b].notes.clear();
+  ++live_batches_;
+  return b;
+}
+
+std::uint32_t TaskLog::new_note(std::int64_t record, const std::vector<std::uint32_t>& batches) {
+  std::uint32_t n;
+  if (!free_notes_.empty()) {
+    n = free_notes_.back();
+    free_notes_.pop_back();
+  } else {
+    n = static_cast<std::uint32_t>(notes_.size());
+    notes_.emplace_back();
+  }
+  notes_[n] = Note{record, 0};
+  std::vector<std::uint32_t> distinct = batches;
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  for (std::uint32_t b : distinct)
+    if (batch_live(b)) {
+      batches_[b].notes.push_back(n);
+      notes_[n].batches++;
+    }
+  return n;
+}
+
+void TaskLog::add_session(std::uint64_t session, std::string_view bytes) {
+  opening();
+  write([&] { journal_.append(static_cast<std::uint32_t>(LogKind::session), session, bytes); });
+}
+
+void TaskLog::end_session(std::uint64_t session, const std::vector<std::uint32_t>& batches) {
+  opening();
+  write([&] { journal_.forget_owner(session); });
+  for (std::uint32_t b : batches) {
+    if (!batch_live(b)) continue;
+    for (std::uint32_t n : batches_[b].notes)
+      if (notes_[n].record != 0 && --notes_[n].batches == 0) {
+        notes_[n].record = 0;
+        free_notes_.push_back(n);
+      }
+    batches_[b].record = 0;
+    batches_[b].notes.clear();
+    free_batches_.push_back(b);
+    --live_batches_;
+  }
+}
+
+std::uint32_t TaskLog::add_batch(std::uint64_t session, std::string_view frame) {
+  opening();
+  std::int64_t record = 0;
+  if (!write([&] { record = journal_.append(static_cast<std::uint32_t>(LogKind::batch), session, frame); }))
+    return kNoBatch;
+  return new_batch(record);
+}
+
+void TaskLog::task_done(std::uint32_t batch) {
+  if (!batch_live(batch)) return;
+  Batch& b = batches_[batch];
+  if (b.live > 0) --b.live;
+  if (b.live == 0) forget_batch(batch);
+}
+
+void TaskLog::forget_batch(std::uint32_t b) {
+  opening();
+  write([&] { journal_.forget(batches_[b].record); });
+  for (std::uint32_t n : batches_[b].notes)
+    if (notes_[n].record != 0 && --notes_[n].batches == 0) {
+      write([&] { journal_.forget(notes_[n].record); });
+      notes_[n].record = 0;
+      free_notes_.push_back(n);
+    }
+  batches_[b].record = 0;
+  batches_[b].notes.clear();
+  free_batches_.push_back(b);
+  --live_batches_;
+}
+
+void TaskLog::add_note(LogKind kind, std::uint64_t session, std::string_view bytes,
+                       const std::vector<std::uint32_t>& batches) {
+  opening();
+  std::int64_t record = 0;
+  if (write([&] { record = journal_.append(static_cast<std::uint32_t>(kind), session, bytes); }))
+    new_note(record, batches);
+}
+
+bool TaskLog::commit() {
+  if (failure_) return false;
+  try {
+    journal_.commit();
+    return true;
+  } catch (const JournalError& e) {
+    failure_ = e;
+    return false;
+  }
+}
+
+void TaskLog::read_all(const std::function<void(const Replayed&)>& fn) {
+  journal_.for_each([&](const JournalRecord& r) {
+    fn(Replayed{r.id, static_cast<LogKind>(r.kind), r.owner, r.bytes});
+  });
+}
+
+std::uint32_t TaskLog::adopt_batch(std::int64_t record) {
+  return new_batch(record);
+}
+
+void TaskLog::adopt_note(std::int64_t record, const std::vector<std::uint32_t>& batches) {
+  std::uint32_t n = new_note(record, batches);
+  if (notes_[n].batches == 0) {  // it speaks of no live batch: nothing needs it
+    forget_record(record);
+    notes_[n].record = 0;
+    free_notes_.push_back(n);
+  }
+}
+
+void TaskLog::forget_idle_batches() {
+  for (std::uint32_t b = 0; b < batches_.size(); ++b)
+    if (batches_[b].record != 0 && batches_[b].live == 0) forget_batch(b);
+}
+
+}  // namespace zexecd

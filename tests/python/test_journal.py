@@ -1,0 +1,244 @@
+"""zexecd --journal, seen from the wire (PROTOCOL.md section 3, Sessions and Acceptance): a
+real daemon killed with SIGKILL and started again on the same journal, and a raw client that
+resumes its session. (The stock clients' reconnecting is tested in their own suites.)"""
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from conftest import daemon_path, wait_for
+from zexec import protocol as p
+
+STARTED, OK, FAILED = p.STARTED, p.OK, p.FAILED
+
+
+@pytest.fixture
+def place():
+    """A short folder for the endpoint and the journal, shared by the daemons of one test."""
+    d = tempfile.mkdtemp(prefix="zxj-", dir="/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Raw:
+    """A client speaking the protocol by hand: hello (maybe resuming), submit, read, ack."""
+
+    def __init__(self, endpoint, session=0, token=b""):
+        self.ctx = zmq.Context.instance()
+        self.endpoint = endpoint
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        self.dealer.linger = 0
+        self.dealer.connect(endpoint)
+        self.dealer.send(p.encode(p.Hello("raw", os.getpid(), session, token)))
+        assert self.dealer.poll(10000), "no welcome"
+        self.welcome = p.decode(self.dealer.recv())
+        assert isinstance(self.welcome, p.Welcome), self.welcome
+        self.results = self.ctx.socket(zmq.PULL)
+        self.results.linger = 0
+        self.results.connect(self.welcome.results_endpoint)
+        self.accepted = 0
+        self.final = {}  # task id -> list of final events (more than one: delivered again)
+        self.started = set()
+
+    def submit(self, tasks):
+        self.dealer.send(p.encode(p.Submit(tasks)))
+
+    def read(self, timeout=0.2, ack=True):
+        if not self.results.poll(int(timeout * 1000)):
+            return False
+        u = p.decode(self.results.recv())
+        self.accepted = max(self.accepted, u.accepted_through)
+        for e in u.events:
+            if e.kind == STARTED:
+                self.started.add(e.task_id)
+            else:
+                self.final.setdefault(e.task_id, []).append(e)
+        if ack:
+            self.dealer.send(p.encode(p.Ack(u.seq)))
+        return True
+
+    def read_until(self, predicate, timeout=20.0, ack=True, what="condition"):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            self.read(ack=ack)
+
+    def status(self):
+        s = self.ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.connect(self.endpoint)
+        s.send(p.encode(p.Status()))
+        assert s.poll(5000)
+        reply = p.decode(s.recv())
+        s.close()
+        return msgpack.unpackb(reply.body, raw=False)
+
+    def close(self, bye=False):
+        if bye:
+            self.dealer.send(p.encode(p.Bye()))
+        self.results.close()
+        self.dealer.close()
+
+
+def sleep_args(seconds):
+    return msgpack.packb([seconds])
+
+
+def start(start_daemon, place, *flags, workers=2):
+    return start_daemon("--journal", os.path.join(place, "journal"), *flags, workers=workers,
+                        endpoint=f"ipc://{place}/d.sock")
+
+
+def test_welcome_names_a_session_only_with_a_journal(start_daemon, place):
+    plain = start_daemon(workers=1)
+    c = Raw(plain.endpoint, session=77, token=b"x" * 16)  # asking to resume what it cannot know
+    assert (c.welcome.session, c.welcome.token, c.welcome.resumed) == (0, b"", False)
+    c.close(bye=True)
+    d = start(start_daemon, place, workers=1)
+    c = Raw(d.endpoint)
+    assert c.welcome.session != 0 and len(c.welcome.token) == 16 and not c.welcome.resumed
+    # A wrong token is a new session, never someone else's.
+    other = Raw(d.endpoint, c.welcome.session, b"y" * 16)
+    assert not other.welcome.resumed and other.welcome.session != c.welcome.session
+    other.close(bye=True)
+    c.close(bye=True)
+
+
+def test_accepted_tasks_survive_sigkill_and_the_session_resumes(start_daemon, place):
+    d = start(start_daemon, place, workers=2)
+    c = Raw(d.endpoint)
+    n = 40
+    c.submit([p.Task(i, "sleep", sleep_args(0.02)) for i in range(1, n + 1)])
+    c.read_until(lambda: c.accepted >= n, what="accepted_through")
+    c.read_until(lambda: len(c.final) >= 3, what="a few results")
+    d.kill()
+    c.close()
+    d2 = start(start_daemon, place, workers=2)
+    r = Raw(d2.endpoint, c.welcome.session, c.welcome.token)
+    assert r.welcome.resumed and r.welcome.session == c.welcome.session
+    r.final = dict(c.final)
+    r.read_until(lambda: len(r.final) == n, what="every result after the restart")
+    assert all(e[0].kind == OK for e in r.final.values())
+    assert all(msgpack.unpackb(e[0].value) == 0.02 for e in r.final.values())
+    assert r.accepted == n  # the replayed session knows how far it had accepted
+    r.close(bye=True)
+
+
+def test_a_resend_after_resuming_runs_nothing_twice(start_daemon, place):
+    d = start(start_daemon, place, workers=1)
+    c = Raw(d.endpoint)
+    c.submit([p.Task(i, "echo", msgpack.packb([i])) for i in range(1, 6)])
+    c.read_until(lambda: len(c.final) == 5 and c.accepted == 5, what="five results")
+    c.close()  # gone without bye: the session waits
+    r = Raw(d.endpoint, c.welcome.session, c.welcome.token)
+    assert r.welcome.resumed
+    # The client did not see its acceptance (say): it sends 1..5 again, then 6.
+    r.submit([p.Task(i, "echo", msgpack.packb([i])) for i in range(1, 7)])
+    r.read_until(lambda: 6 in r.final, what="task 6")
+    r.read(timeout=0.3)
+    assert set(r.final) == {6}, "tasks 1..5 ran again"
+    assert r.status()["totals"]["submitted"] == 6
+    r.close(bye=True)
+
+
+def test_a_cancelled_task_stays_cancelled_across_a_restart(start_daemon, place):
+    d = start(start_daemon, place, workers=1)
+    c = Raw(d.endpoint)
+    c.submit([p.Task(1, "sleep", sleep_args(0.5))] + [p.Task(i, "echo", msgpack.packb([i])) for i in (2, 3)])
+    c.read_until(lambda: 1 in c.started, what="task 1 running")
+    c.dealer.send(p.encode(p.Cancel(9, [3], False)))
+    assert c.dealer.poll(5000)
+    reply = p.decode(c.dealer.recv())
+    while not isinstance(reply, p.CancelReply):
+        assert c.dealer.poll(5000)
+        reply = p.decode(c.dealer.recv())
+    assert reply.outcomes == [(3, p.OUTCOME_CANCELLED)]
+    d.kill()
+    c.close()
+    d2 = start(start_daemon, place, workers=1)
+    r = Raw(d2.endpoint, c.welcome.session, c.welcome.token)
+    assert r.welcome.resumed
+    r.read_until(lambda: {1, 2} <= set(r.final), what="tasks 1 and 2")
+    r.read(timeout=0.3)
+    assert 3 not in r.final and 3 not in r.started
+    r.close(bye=True)
+
+
+def test_a_quarantined_task_stays_quarantined(start_daemon, place):
+    d = start(start_daemon, place, "--quarantine-after", "2", workers=1)
+    c = Raw(d.endpoint)
+    c.submit([p.Task(1, "crashy", msgpack.packb([10]), {"crash_retries": 5})])
+    c.read_until(lambda: 1 in c.final, ack=False, what="the quarantine")  # never acknowledged
+    assert c.final[1][0].error_type == "Quarantined"
+    d.kill()
+    c.close()
+    d2 = start(start_daemon, place, "--quarantine-after", "2", workers=1)
+    r = Raw(d2.endpoint, c.welcome.session, c.welcome.token)
+    r.read_until(lambda: 1 in r.final, what="the quarantine delivered again")
+    assert r.final[1][0].error_type == "Quarantined" and 1 not in r.started
+    r.close(bye=True)
+
+
+def test_sigterm_keeps_queued_tasks_for_the_next_run(start_daemon, place):
+    d = start(start_daemon, place, workers=1)
+    c = Raw(d.endpoint)
+    c.submit([p.Task(i, "sleep", sleep_args(0.2)) for i in range(1, 11)])
+    c.read_until(lambda: c.accepted == 10, what="acceptance")
+    d.terminate()
+    assert d.proc.wait(15) == 0
+    c.close()
+    d2 = start(start_daemon, place, workers=2)
+    r = Raw(d2.endpoint, c.welcome.session, c.welcome.token)
+    assert r.welcome.resumed
+    r.final = dict(c.final)
+    r.read_until(lambda: len(r.final) == 10, what="every task, in the next run")
+    assert all(e[0].kind == OK for e in r.final.values())
+    r.close(bye=True)
+
+
+def test_a_finished_session_leaves_the_journal_near_empty(start_daemon, place):
+    d = start(start_daemon, place, workers=2)
+    c = Raw(d.endpoint)
+    n = 5000
+    for first in range(1, n + 1, 500):
+        c.submit([p.Task(i, "echo", msgpack.packb([b"x" * 200])) for i in range(first, first + 500)])
+    c.read_until(lambda: len(c.final) == n, timeout=60, what="every result")
+    c.close(bye=True)
+    wait_for(lambda: c.status()["journal"]["records"] == 0, timeout=10, what="the journal to empty")
+    wait_for(lambda: c.status()["journal"]["file_bytes"] < 64 * 1024, timeout=10, what="compaction")
+
+
+def test_a_journal_zexecd_cannot_read_stops_it_at_start(place):
+    bad = os.path.join(place, "journal")
+    with open(bad, "wb") as f:
+        f.write(b"not a database" * 100)
+    run = subprocess.run([daemon_path(), "--endpoint", f"ipc://{place}/d.sock", "--journal", bad, "--workers", "1"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode != 0
+    assert bad in run.stderr and "move it aside" in run.stderr, run.stderr
+
+
+def test_a_read_only_journal_folder_stops_it_at_start(place):
+    ro = os.path.join(place, "ro")
+    os.mkdir(ro)
+    os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
+    mounted = False
+    if os.geteuid() == 0:  # root writes anywhere a mode says it may not: a read-only bind mount
+        if subprocess.run(["mount", "--bind", ro, ro], capture_output=True).returncode != 0:
+            pytest.skip("cannot bind-mount here (no privilege for mounts)")
+        mounted = True
+        subprocess.run(["mount", "-o", "remount,bind,ro", ro], check=True)
+    try:
+        run = subprocess.run([daemon_path(), "--endpoint", f"ipc://{place}/d.sock", "--journal", f"{ro}/j",
+                              "--workers", "1"], capture_output=True, text=True, timeout=30)
+    finally:
+        if mounted:
+            subprocess.run(["umount", ro], check=True)
+    assert run.returncode != 0 and "cannot write" in run.stderr and f"{ro}/j" in run.stderr, run.stderr
