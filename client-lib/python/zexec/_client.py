@@ -292,7 +292,8 @@ class Executor(concurrent.futures.Executor):
     # ---- information ----
     @property
     def welcome(self) -> proto.Welcome:
-        """The daemon's ``welcome`` (client_id, results_endpoint, workers, heartbeat_ms, max_pending)."""
+        """The daemon's ``welcome`` (client_id, results_endpoint, workers, heartbeat_ms, max_pending,
+        session...): the latest one, since a reconnect (``reconnect_timeout``) brings a new one."""
         return self._core.welcome
 
     @property
