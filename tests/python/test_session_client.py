@@ -5,6 +5,7 @@ reply, then new work), and applies each task's final event once. A daemon that d
 the session fails the sent tasks; one that never comes back fails them after reconnect_timeout;
 without a session nothing changes. A scripted peer plays the daemon (and its restart)."""
 
+import os
 import threading
 import time
 
@@ -249,3 +250,35 @@ def test_reconnect_timeout_is_checked():
     for bad in (-1, float("nan"), "1", True):
         with pytest.raises(ValueError):
             zexec.Executor("tcp://127.0.0.1:1", reconnect_timeout=bad)
+
+
+def test_kept_submits_go_once_accepted_or_final_and_only_in_a_session():
+    # The I/O thread's bookkeeping, driven directly (as test_client_core does): a submit frame is
+    # kept until accepted_through covers it or every task of it had its final outcome.
+    from zexec import _client
+    for session in (SESSION, 0):
+        core = _client._Core("ipc:///nonexistent", "unit", 1.0, 0.1)
+        core.phase = core.io_phase = core.READY
+        core.session, core.max_pending = session, 100
+        f1, f2 = core.submit([("echo", b"\x90", {}), ("echo", b"\x90", {})], sealed=True)  # one frame
+        (f3,) = core.submit([("echo", b"\x90", {})], sealed=True)
+        (f4,) = core.submit([("echo", b"\x90", {})], sealed=True)
+        (f5,) = core.submit([("echo", b"\x90", {})], sealed=True)
+        assert core._take_work() is False
+        assert len(core.sendq) == 4
+        if not session:
+            assert not core.kept and not core.kept_of, "frames kept without a session"
+        else:
+            assert [k.ids for k in core.kept.values()] == [(1, 2), (3,), (4,), (5,)]
+            assert [k.frame for k in core.kept.values()] == list(core.sendq)
+            core._on_update(p.Update(1, [ok(f3.task_id, 3)]))  # a final event accepts its task
+            assert [k.ids for k in core.kept.values()] == [(1, 2), (4,), (5,)]
+            core._on_update(p.Update(2, [ok(f1.task_id, 1)]))  # f2 of that frame is not accepted yet
+            assert [k.ids for k in core.kept.values()] == [(1, 2), (4,), (5,)]
+            core._on_update(p.Update(3, [], accepted_through=f4.task_id))
+            assert [k.ids for k in core.kept.values()] == [(5,)] and list(core.kept_of) == [f5.task_id]
+            core._on_update(p.Update(4, [ok(f5.task_id, 5), ok(f5.task_id, "again")]))
+            assert not core.kept and not core.kept_of
+            assert f5.result(0) == 5 and f3.result(0) == 3
+        core.ctx.term()
+        os.close(core.wake_fd)
