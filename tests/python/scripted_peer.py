@@ -57,3 +57,60 @@ class ScriptedPeer:
         self.push.close()
         self.ctx.term()
         assert self.error is None, self.error
+
+
+class SessionPeer(ScriptedPeer):
+    """A scripted peer that plays a daemon keeping sessions (PROTOCOL.md section 3, Sessions):
+    its welcome names a session, and it can "restart" (close both sockets, then bind a new
+    ROUTER on the same endpoint and a new results PUSH), as a zexecd with a journal would."""
+
+    def welcome_session(self, session, token, resumed=False, heartbeat_ms=1000, max_pending=100):
+        """Answers the client's next hello with a welcome naming `session`; returns (rid, hello)."""
+        rid, hello = self.recv(p.Hello)
+        self.router.send_multipart([rid, p.encode_welcome(1, self.results, 1, heartbeat_ms, max_pending, 0, 0,
+                                                          session, token, resumed)])
+        return rid, hello
+
+    def recv_frame(self, want, seen=None):
+        """As recv(), but returns (rid, msg, frame); other messages than heartbeats go to `seen`."""
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline:
+            if not self.router.poll(100):
+                continue
+            rid, frame = self.router.recv_multipart()
+            msg = p.decode(frame)
+            if isinstance(msg, want):
+                return rid, msg, frame
+            if seen is not None and not isinstance(msg, p.Heartbeat):
+                seen.append(msg)
+        raise AssertionError(f"no {want.NAME} from the client")
+
+    def push_update(self, seq, events, accepted_through=0):
+        """Sends an update on the results PUSH once the client's PULL is connected (bounded)."""
+        if not self.push.poll(T * 1000, zmq.POLLOUT):
+            raise AssertionError("the client's results PULL never connected")
+        self.push.send(p.encode_update(seq, events, accepted_through))
+
+    def restart(self):
+        """Plays a daemon restart on the same endpoint: the client's results endpoint changes."""
+        self.router.close(0)
+        self.push.close(0)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        deadline = time.monotonic() + T
+        while True:
+            try:
+                self.router.bind(self.endpoint)
+                break
+            except zmq.ZMQError:  # the port may take a moment to be free again
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.results = f"tcp://127.0.0.1:{self.push.bind_to_random_port('tcp://127.0.0.1')}"
+
+    def stop(self):
+        """Plays a daemon that is gone for good: both sockets closed, nothing bound again."""
+        self.router.close(0)
+        self.push.close(0)

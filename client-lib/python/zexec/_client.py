@@ -228,12 +228,22 @@ class Executor(concurrent.futures.Executor):
 
     ``submit(task_name, *args)`` returns a :class:`Future`; arguments and results travel as
     msgpack. ``task(name, timeout=..., retries=...)`` gives per-task options.
+
+    ``reconnect_timeout`` (s): a daemon that keeps sessions (``zexecd --journal``; then
+    ``welcome.session`` != 0) may be lost for this long, e.g. while it restarts: the executor
+    reconnects and resumes its session, its futures stay pending and ``submit()`` keeps queueing.
+    Past it, or when the daemon did not resume the session, the unfinished futures fail with
+    ConnectionError. 0 = fail them at once; a daemon without sessions (and an embedded
+    executor's private daemon) always fails them at once.
     """
 
     def __init__(self, endpoint: str | None = None, *, workers: int | None = None,
                  worker_command: str | None = None, name: str | None = None, daemon: str | None = None,
                  daemon_args: Sequence[str] = (), connect_timeout: float = 10.0, submit_timeout: float = 10.0,
-                 cancel_timeout: float = 5.0, stop_timeout: float = 10.0) -> None:
+                 cancel_timeout: float = 5.0, stop_timeout: float = 10.0, reconnect_timeout: float = 60.0) -> None:
+        if isinstance(reconnect_timeout, bool) or not isinstance(reconnect_timeout, (int, float)) \
+                or not math.isfinite(reconnect_timeout) or reconnect_timeout < 0:
+            raise ValueError(f"reconnect_timeout must be a non-negative number of seconds, got {reconnect_timeout!r}")
         self._daemon = None
         self._run_dir = None
         self._shutdown_lock = threading.Lock()
@@ -267,7 +277,8 @@ class Executor(concurrent.futures.Executor):
             endpoint = _default_endpoint()
         self.endpoint = endpoint
         self._stop_timeout = stop_timeout
-        self._core = _Core(endpoint, name or _default_name(), submit_timeout, cancel_timeout, self._daemon)
+        self._core = _Core(endpoint, name or _default_name(), submit_timeout, cancel_timeout, self._daemon,
+                           reconnect_timeout)
         try:
             self._core.start(connect_timeout)
         except BaseException:
@@ -281,7 +292,8 @@ class Executor(concurrent.futures.Executor):
     # ---- information ----
     @property
     def welcome(self) -> proto.Welcome:
-        """The daemon's ``welcome`` (client_id, results_endpoint, workers, heartbeat_ms, max_pending)."""
+        """The daemon's ``welcome`` (client_id, results_endpoint, workers, heartbeat_ms, max_pending,
+        session...): the latest one, since a reconnect (``reconnect_timeout``) brings a new one."""
         return self._core.welcome
 
     @property

@@ -10,6 +10,14 @@ submit more work.
 ``Connection`` holds both sides' state and runs the I/O thread: handshake, submit and cancel
 frames, updates (each seq applied once, cumulative acks), heartbeats, failure. The user threads'
 side is its subclass ``_core._Core``.
+
+Sessions (PROTOCOL.md section 3, Sessions and Acceptance). When the welcome names a session (a
+daemon with a journal) and ``reconnect_timeout`` > 0, losing the daemon (heartbeat silence, or
+the DEALER's monitor reporting a disconnect) is not the end: the I/O thread closes both sockets,
+keeps every unfinished future pending (user threads keep queueing) and says ``hello`` again with
+the session and its token on a fresh DEALER until a daemon answers or the timeout passes. The
+submit frames the daemon has not accepted yet (``update.accepted_through``) are kept, and sent
+again, in order, after a resume, before anything new.
 """
 
 import collections
@@ -23,6 +31,7 @@ import time
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol as proto
 from ._errors import ConnectionError, DaemonError, DaemonLostError, Error, ProtocolError, task_error
@@ -39,6 +48,8 @@ _MAX_BATCH_BYTES = 4 << 20
 _MAX_FRAME_BYTES = proto.MAX_MESSAGE_BYTES - (64 << 10)
 _MAX_HELD_FRAMES = 4  # take more from the outbox only while fewer frames wait to go
 _READ_BUDGET = 256  # frames per socket per turn: batching without starving the other socket
+_RECONNECT_IVL = 0.05  # a reconnect's backoff: 50 ms doubling to 1 s (also the DEALER's own)
+_RECONNECT_IVL_MAX = 1.0
 
 # The `error` codes (PROTOCOL.md section 6) that end the connection when they come after the
 # welcome: every unfinished future fails with DaemonError (before the welcome, any code does).
@@ -88,16 +99,34 @@ class CancelRequest:
         self.failure = None
 
 
+class _Kept:
+    """A submit frame sent in a session and not accepted yet (kept to send again after a resume)."""
+
+    __slots__ = ("high", "ids", "left", "frame")
+
+    def __init__(self, ids, frame):
+        self.high = ids[-1]  # ids grow: the frame's highest
+        self.ids = ids
+        self.left = len(ids)  # those not known accepted yet (a final event accepts its task)
+        self.frame = frame
+
+
 class Connection:
-    """The connection to one daemon: shared queues (user side, see ``_Core``) and the I/O thread."""
+    """The connection to one daemon: shared queues (user side, see ``_Core``) and the I/O thread.
+
+    ``reconnect_timeout`` (seconds): how long to keep reconnecting after losing a daemon that
+    keeps sessions (``welcome.session`` != 0), unfinished futures pending meanwhile; 0 = fail
+    them at once, as with a daemon that keeps no sessions."""
 
     CONNECTING, READY, BROKEN, CLOSED = "connecting", "ready", "broken", "closed"
+    RECONNECTING = "reconnecting"  # io_phase only: the user side stays READY meanwhile
 
-    def __init__(self, endpoint, name, submit_timeout, cancel_timeout, daemon=None):
+    def __init__(self, endpoint, name, submit_timeout, cancel_timeout, daemon=None, reconnect_timeout=60.0):
         self.endpoint = endpoint
         self.name = name
         self.submit_timeout = submit_timeout
         self.cancel_timeout = cancel_timeout
+        self.reconnect_timeout = reconnect_timeout
         self.daemon = daemon  # DaemonProcess of an embedded executor (watched for death)
 
         # ---- shared, guarded by lock ----
@@ -138,6 +167,21 @@ class Connection:
         self.hello_sent = False
         self.io_phase = self.CONNECTING
         self.next_daemon_check = 0.0
+        self.poller = None
+        self.monitor = None  # PAIR: the DEALER's disconnects (only while a session can resume)
+        self._monitors = itertools.count(1)
+        self.hello_pid = os.getpid()
+        self.session = 0  # from the last welcome
+        self.token = b""
+        self.kept = collections.OrderedDict()  # frame number -> _Kept, in sending order
+        self.kept_of = {}  # task id -> frame number, for the tasks not known accepted
+        self._frame_numbers = itertools.count(1)
+        self.lost_why = None  # reconnecting: why the daemon was lost
+        self.refusal = None  # reconnecting: the last error that answered a hello
+        self.reconnect_deadline = 0.0
+        self.next_attempt = 0.0
+        self.attempt_deadline = None  # the welcome to the hello of this attempt is due by then
+        self.backoff = _RECONNECT_IVL
 
     def _take_outbox(self):  # lock held; by either side
         """Empties the outbox; returns the futures that were still waiting in it."""
@@ -171,6 +215,7 @@ class Connection:
     def _close_sockets(self, linger=None):
         """Closes the sockets (``linger`` None: as each socket's LINGER), the context and the
         eventfd: the end of the I/O thread, or of a ``start()`` that could not connect."""
+        self._close_monitor()
         for s in (self.dealer, self.results):
             if s is not None:
                 s.close(linger)
@@ -185,15 +230,64 @@ class Connection:
         it would reconnect to its endpoint for ever (ZMQ_RECONNECT_IVL) and, after a daemon
         restart, take a share of whichever client's results are pushed from that path."""
         if self.results is not None:
+            self._unpoll(self.results)
             self.results.close(0)
             self.results = None
 
+    def _unpoll(self, sock):
+        if self.poller is not None:
+            try:
+                self.poller.unregister(sock)
+            except KeyError:
+                pass
+
+    def _new_dealer(self, reconnect_ivl):
+        """A DEALER to the daemon (not connected yet)."""
+        dealer = self.ctx.socket(zmq.DEALER)
+        # immediate: hello waits in our sendq until a connection exists and is sent exactly once
+        # (a second hello would make the daemon start a new client, PROTOCOL.md section 2).
+        dealer.setsockopt(zmq.IMMEDIATE, 1)
+        dealer.setsockopt(zmq.RECONNECT_IVL, reconnect_ivl)
+        dealer.setsockopt(zmq.RECONNECT_IVL_MAX, int(_RECONNECT_IVL_MAX * 1000))
+        dealer.setsockopt(zmq.LINGER, 1000)
+        dealer.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
+        return dealer
+
+    def _watch_dealer(self):
+        """Monitors the DEALER for disconnects: the quickest sign of a daemon gone (a restart)."""
+        if self.monitor is None and self.dealer is not None:
+            self.monitor = self.dealer.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED, f"inproc://zexec-monitor-{id(self):x}-{next(self._monitors)}")
+
+    def _close_monitor(self):
+        if self.monitor is not None:
+            self._unpoll(self.monitor)
+            try:
+                self.dealer.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self.monitor.close(0)
+            self.monitor = None
+
+    def _drop_dealer(self):
+        """Closes the DEALER (and its monitor) at once: nothing queued on it is wanted any more."""
+        self._close_monitor()
+        if self.dealer is not None:
+            self._unpoll(self.dealer)
+            self.dealer.close(0)
+            self.dealer = None
+        self.sendq.clear()
+        self.hello_sent = False
+        self.attempt_deadline = None
+
+    def _can_resume(self):
+        # An embedded executor's daemon is ours: once it is gone nobody starts it again.
+        return self.session != 0 and self.reconnect_timeout > 0 and self.daemon is None
+
     def _loop(self):
         self.last_send = self.last_recv = time.monotonic()
-        poller = zmq.Poller()
+        poller = self.poller = zmq.Poller()
         poller.register(self.wake_fd, zmq.POLLIN)
-        poller.register(self.dealer, zmq.POLLIN)
-        results_registered = False
         while True:
             if self._take_work():
                 return
@@ -207,26 +301,40 @@ class Connection:
                     while not (self.stop or self.stop_when_idle):
                         self.changed.wait()
                 return
-            if self.results is not None and not results_registered:
+            # (Registering a registered socket again only changes its flags.)
+            if self.results is not None:
                 poller.register(self.results, zmq.POLLIN)
-                results_registered = True
-            want_out = bool(self.sendq) or (self.io_phase == self.READY and self.acked_upto > self.ack_sent)
-            poller.register(self.dealer, zmq.POLLIN | (zmq.POLLOUT if want_out else 0))
+            if self.monitor is not None:
+                poller.register(self.monitor, zmq.POLLIN)
+            dealer = self.dealer  # None while reconnecting, between two attempts
+            if dealer is not None:
+                want_out = bool(self.sendq) or (self.io_phase == self.READY and self.acked_upto > self.ack_sent)
+                poller.register(dealer, zmq.POLLIN | (zmq.POLLOUT if want_out else 0))
             events = dict(poller.poll(self._poll_timeout_ms(now)))
             if self.wake_fd in events:
                 try:
                     os.eventfd_read(self.wake_fd)
                 except BlockingIOError:
                     pass
-            if events.get(self.dealer, 0) & zmq.POLLIN:
+            if dealer is not None and dealer is self.dealer and events.get(dealer, 0) & zmq.POLLIN:
                 self._read_dealer()
             if self.results is not None and self.results in events:
                 self._read_results()
+            if self.monitor is not None and self.monitor in events:
+                self._read_monitor()
 
     def _poll_timeout_ms(self, now):
         nxt = now + 1.0
         if self.io_phase == self.READY and self.heartbeat > 0:
             nxt = min(nxt, self.last_send + self.heartbeat, self.last_recv + 5 * self.heartbeat + 0.001)
+        elif self.io_phase == self.RECONNECTING:
+            nxt = min(nxt, self.reconnect_deadline + 0.001)
+            if self.dealer is None:
+                nxt = min(nxt, self.next_attempt)
+            elif self.attempt_deadline is not None:
+                nxt = min(nxt, self.attempt_deadline)
+            elif self.hello_sent:
+                nxt = now  # the hello went out: its deadline starts now (_reconnect_timers)
         return max(0, math.ceil((nxt - now) * 1000))
 
     def _take_work(self):
@@ -244,16 +352,21 @@ class Connection:
                     if live:
                         batches.append((sealed, live))
                 self.outbox.clear()
-            cancels = list(self.cancels)
-            self.cancels.clear()
+            # While reconnecting, cancels wait here: they go once a welcome says where.
+            cancels = list(self.cancels) if self.io_phase == self.READY else []
+            if cancels:
+                self.cancels.clear()
         # Submits go before the cancels taken in the same turn: a cancel never overtakes its task.
         tasks, size = [], 0
 
         def emit():
             nonlocal tasks, size
             if tasks:
-                self.sendq.append(proto.encode_submit(tasks))
+                frame = proto.encode_submit(tasks)
+                self.sendq.append(frame)
                 self.stats["submit_frames"] += 1
+                if self.session:
+                    self._keep(tuple(t.id for t in tasks), frame)
                 tasks, size = [], 0
 
         for sealed, futures in batches:
@@ -289,6 +402,38 @@ class Connection:
         self.sendq.append(proto.encode_cancel(req.request_id, ids, req.force))
         self.stats["cancel_frames"] += 1
 
+    # ---- sessions: kept submits (PROTOCOL.md section 3, Acceptance) ----
+
+    def _keep(self, ids, frame):
+        n = next(self._frame_numbers)
+        self.kept[n] = _Kept(ids, frame)
+        for tid in ids:
+            self.kept_of[tid] = n
+
+    def _accepted_task(self, tid):
+        """A final outcome came for task ``tid``: the daemon had it on disk (acceptance never
+        overtakes results), so its frame need not be sent again for its sake."""
+        n = self.kept_of.pop(tid, None)
+        if n is not None:
+            kept = self.kept[n]
+            kept.left -= 1
+            if kept.left == 0:
+                del self.kept[n]
+
+    def _accepted_through(self, upto):
+        """``update.accepted_through``: every task with an id up to ``upto`` is accepted."""
+        while self.kept:
+            n, kept = next(iter(self.kept.items()))
+            if kept.high > upto:
+                return
+            self.kept.popitem(last=False)
+            for tid in kept.ids:
+                self.kept_of.pop(tid, None)
+
+    def _forget_kept(self):
+        self.kept.clear()
+        self.kept_of.clear()
+
     def _send(self, frame):
         try:
             self.dealer.send(frame, zmq.NOBLOCK)
@@ -302,6 +447,8 @@ class Connection:
         return True
 
     def _flush(self):
+        if self.dealer is None:
+            return  # reconnecting, between two attempts (nothing is queued then)
         # The ack jumps the queue: it is tiny and lets the daemon send more updates.
         if self.io_phase == self.READY and self.acked_upto > self.ack_sent:
             if not self._send(proto.encode_ack(self.acked_upto)):
@@ -313,6 +460,9 @@ class Connection:
             self.sendq.popleft()
 
     def _timers(self, now):
+        if self.io_phase == self.RECONNECTING:
+            self._reconnect_timers(now)
+            return
         if self.io_phase != self.READY:
             return
         if self.daemon is not None and now >= self.next_daemon_check:
@@ -328,16 +478,98 @@ class Connection:
             if silent > 5 * self.heartbeat and not self._input_waiting():
                 reason = (f"lost connection to zexecd at {self.endpoint}: nothing heard for "
                           f"{silent:.3f} s (heartbeat {self.heartbeat * 1000:.0f} ms)")
-                self._fail_everything(lambda: DaemonLostError(reason), self.BROKEN)
+                if self._can_resume():
+                    self._start_reconnecting(reason)
+                else:
+                    self._fail_everything(lambda: DaemonLostError(reason), self.BROKEN)
                 return
             if now - self.last_send >= self.heartbeat and not self.sendq:
                 self.sendq.append(proto.encode_heartbeat())
                 self._flush()
 
+    # ---- reconnecting (a session that can be resumed) ----
+
+    def _start_reconnecting(self, why):
+        """The daemon is lost but the session may live on: drop both sockets (a stale PULL must
+        never reconnect to whatever binds its path next), keep every future, say hello again."""
+        log.warning("zexec: %s; reconnecting to resume the session (for up to %g s)", why,
+                    self.reconnect_timeout)
+        self._close_results()
+        self._drop_dealer()  # with whatever waited to be sent: the kept frames and cancels go again
+        self.io_phase = self.RECONNECTING
+        now = time.monotonic()
+        self.lost_why = why
+        self.refusal = None
+        self.reconnect_deadline = now + self.reconnect_timeout
+        self.next_attempt = now
+        self.backoff = _RECONNECT_IVL
+        self.stats["reconnects"] += 1
+        with self.lock:
+            self.last_error = why
+        self._reconnect_timers(now)
+
+    def _reconnect_timers(self, now):
+        if now >= self.reconnect_deadline:
+            ep, why, n = self.endpoint, self.lost_why, self.reconnect_timeout
+            refused = f" (its last answer: {self.refusal})" if self.refusal else ""
+            reason = f"{why}; could not reconnect to zexecd at {ep} within {n:g} s{refused}"
+            self._fail_everything(lambda: DaemonLostError(reason), self.BROKEN)
+            return
+        if self.dealer is None:
+            if now >= self.next_attempt:
+                self._attempt_hello()
+        elif self.hello_sent:
+            if self.attempt_deadline is None:
+                # As long as a silent daemon is given (5 heartbeats), at least half a second.
+                self.attempt_deadline = now + max(0.5, 5 * self.heartbeat)
+            elif now >= self.attempt_deadline:
+                self._give_up_attempt("no welcome to the hello")
+
+    def _attempt_hello(self):
+        """A fresh DEALER and a hello asking for the session. Until the daemon is there again
+        the DEALER retries connecting by itself (50 ms doubling to 1 s); the hello goes once it
+        is connected (ZMQ_IMMEDIATE)."""
+        self.dealer = self._new_dealer(int(_RECONNECT_IVL * 1000))
+        self.hello_sent = False
+        self.attempt_deadline = None
+        try:
+            self._watch_dealer()
+            self.dealer.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            self._give_up_attempt(f"cannot connect: {e}")
+            return
+        self.stats["reconnect_hellos"] += 1
+        self.sendq.append(proto.encode_hello(self.name, self.hello_pid, self.session, self.token))
+
+    def _give_up_attempt(self, why):
+        """This attempt's hello got no welcome: the next one, on a fresh DEALER, after a backoff."""
+        log.info("zexec: reconnecting to zexecd at %s: %s", self.endpoint, why)
+        self._drop_dealer()
+        self.next_attempt = time.monotonic() + self.backoff
+        self.backoff = min(2 * self.backoff, _RECONNECT_IVL_MAX)
+
+    def _read_monitor(self):
+        disconnected = False
+        while self.monitor is not None:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                disconnected = True
+        if not disconnected:
+            return
+        if self.io_phase == self.READY and self._can_resume():
+            self._start_reconnecting(f"lost connection to zexecd at {self.endpoint}: disconnected")
+        elif self.io_phase == self.RECONNECTING and self.hello_sent:
+            self._give_up_attempt("disconnected before the welcome")
+
     def _input_waiting(self):
         return bool(self.dealer.poll(0) or (self.results is not None and self.results.poll(0)))
 
     def _say_bye(self):
+        if self.dealer is None:
+            return  # reconnecting, between two attempts
         if self.io_phase == self.BROKEN or not self.hello_sent:
             self.dealer.setsockopt(zmq.LINGER, 0)  # nobody would take it
             return
@@ -363,7 +595,7 @@ class Connection:
                     on_bad(str(e))
                 else:
                     yield msg
-            if self.io_phase == self.BROKEN:
+            if self.io_phase == self.BROKEN or sock.closed:
                 return
 
     def _bad_frame(self, what, why):
@@ -383,9 +615,10 @@ class Connection:
         self._bad_frame("undecodable update", why)
 
     def _read_dealer(self):
-        for m in self._recv_frames(self.dealer, self._bad_dealer_frame):
+        dealer = self.dealer
+        for m in self._recv_frames(dealer, self._bad_dealer_frame):
             if isinstance(m, proto.Welcome):
-                if self.io_phase == self.CONNECTING:
+                if self.io_phase in (self.CONNECTING, self.RECONNECTING):
                     self._on_welcome(m)
             elif isinstance(m, proto.CancelReply):
                 self._on_cancel_reply(m)
@@ -395,7 +628,7 @@ class Connection:
                 self._on_error(m)
             else:
                 self._set_last_error(f"unexpected {m.NAME} from zexecd at {self.endpoint}")
-            if self.io_phase == self.BROKEN:
+            if self.io_phase == self.BROKEN or self.dealer is not dealer:
                 return
 
     def _read_results(self):
@@ -419,6 +652,21 @@ class Connection:
             reason = f"cannot connect to the results endpoint {ep} announced by zexecd at {self.endpoint}: {e}"
             self._fail_everything(lambda: ConnectionError(reason), self.BROKEN)
             return
+        again = self.io_phase == self.RECONNECTING
+        lost, requests = [], []
+        if again:
+            # A new connection: its update.seq starts again at 1.
+            self.acked_upto = self.ack_sent = 0
+            self.seen_ahead.clear()
+            if w.resumed:
+                self._resend()
+            else:
+                lost = sorted(self.inflight.values(), key=lambda f: f.task_id)
+                self.inflight.clear()
+                self._forget_kept()
+                requests = list(self.awaiting.values())
+                self.awaiting.clear()
+        self.session, self.token = w.session, w.token
         self.heartbeat = w.heartbeat_ms / 1000.0
         self.io_phase = self.READY
         with self.lock:
@@ -426,13 +674,56 @@ class Connection:
             self.results_endpoint = ep
             self.max_pending = w.max_pending
             self.phase = self.READY
+            self.unfinished -= len(lost)
+            self.space.notify_all()
             self.changed.notify_all()
+        if self._can_resume():
+            self._watch_dealer()
+        if not again:
+            return
+        if w.resumed:
+            log.warning("zexec: reconnected to zexecd at %s: session resumed, %d tasks unfinished",
+                        self.endpoint, len(self.inflight))
+            return
+        reason = (f"zexecd at {self.endpoint} did not resume this client's session (it keeps no journal, "
+                  "or the session expired): the task is lost")
+        self._set_last_error(f"{reason} ({len(lost)} tasks)")
+        for req in requests:
+            req.failure = reason
+            req.done.set()
+        for f in lost:
+            f._settle(exc=ConnectionError(reason))
+
+    def _resend(self):
+        """After a resume, before anything new: the submits not accepted yet, in their order,
+        then the cancel requests still awaiting their reply (same request id)."""
+        frames = [kept.frame for kept in self.kept.values()]
+        for req in list(self.awaiting.values()):
+            ids = [f.task_id for f in req.futures if f.task_id in self.inflight]
+            if ids:
+                frames.append(proto.encode_cancel(req.request_id, ids, req.force))
+            else:
+                del self.awaiting[req.request_id]
+                req.done.set()
+        self.stats["resent_frames"] += len(frames)
+        self.sendq.extendleft(reversed(frames))
 
     def _on_error(self, e):
         # Any refusal of the hello, or a code that leaves tasks no other way to settle: the end
         # of the connection. Any other code (bad_message, duplicate_task_id, one from a newer
         # daemon) names no request: with nothing to attribute it to, keep and log it.
         code, message, ep = e.code, e.message, self.endpoint
+        if self.io_phase == self.RECONNECTING:
+            # A refused hello (stopping, too many clients...): maybe not from the next daemon.
+            text = str(DaemonError(code, message, ep))
+            self.refusal = text
+            self._give_up_attempt(text)
+            return
+        if self.io_phase == self.READY and code == "unknown_client" and self._can_resume():
+            # The daemon forgot this connection (or a restarted one never knew it), not
+            # necessarily the session.
+            self._start_reconnecting(str(DaemonError(code, message, ep)))
+            return
         if self.io_phase == self.CONNECTING or code in FATAL_ERROR_CODES:
             self._fail_everything(lambda: DaemonError(code, message, ep), self.BROKEN)
         else:
@@ -450,12 +741,16 @@ class Connection:
         for e in u.events:
             f = self.inflight.get(e.task_id)
             if f is None:
-                continue  # already final (cancelled, or failed locally)
+                continue  # already final (cancelled, failed locally, or a final event again)
             if e.kind == proto.STARTED:
                 f._settle_running()
                 continue
             del self.inflight[e.task_id]
             finals.append((f, e))
+            if self.kept_of:
+                self._accepted_task(e.task_id)
+        if u.accepted_through and self.kept:
+            self._accepted_through(u.accepted_through)
         if u.seq == self.acked_upto + 1:
             self.acked_upto = u.seq
             while self.acked_upto + 1 in self.seen_ahead:
@@ -492,6 +787,8 @@ class Connection:
         for tid, outcome in r.outcomes:
             if outcome == proto.OUTCOME_CANCELLED and tid in self.inflight:
                 cancelled.append((self.inflight.pop(tid), proto.Event(tid, proto.CANCELLED)))
+                if self.kept_of:
+                    self._accepted_task(tid)
         self._finish(cancelled)
         req = self.awaiting.pop(r.request_id, None)
         if req is not None:
@@ -500,6 +797,7 @@ class Connection:
     def _fail_everything(self, make_exc, phase):
         failed = list(self.inflight.values())
         self.inflight.clear()
+        self._forget_kept()
         with self.lock:
             failed += self._take_outbox()
             if self.phase not in (self.BROKEN, self.CLOSED) or phase == self.CLOSED:

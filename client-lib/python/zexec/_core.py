@@ -26,20 +26,14 @@ class _Core(Connection):
     """The connection to one daemon, as the user threads (Executor, Future.cancel) use it."""
 
     def start(self, connect_timeout):
-        self.dealer = self.ctx.socket(zmq.DEALER)
-        # immediate: hello waits in our sendq until a connection exists and is sent exactly once
-        # (a second hello would make the daemon start a new client, PROTOCOL.md section 2).
-        self.dealer.setsockopt(zmq.IMMEDIATE, 1)
-        self.dealer.setsockopt(zmq.RECONNECT_IVL, 10)
-        self.dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        self.dealer.setsockopt(zmq.LINGER, 1000)
-        self.dealer.setsockopt(zmq.MAXMSGSIZE, proto.MAX_MESSAGE_BYTES)
+        self.dealer = self._new_dealer(10)
         try:
             self.dealer.connect(self.endpoint)
         except zmq.ZMQError as e:
             self._close_sockets(linger=0)
             raise ConnectionError(f"cannot connect to zexecd at {self.endpoint}: {e}") from None
-        self.sendq.append(proto.encode_hello(self.name, os.getpid()))
+        self.hello_pid = os.getpid()  # a reconnect's hello says the same
+        self.sendq.append(proto.encode_hello(self.name, self.hello_pid))
         self.thread = threading.Thread(target=self._run, name=f"zexec-io {self.endpoint}", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + connect_timeout

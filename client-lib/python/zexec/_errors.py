@@ -43,8 +43,10 @@ class ConnectionError(Error, builtins.ConnectionError):  # noqa: A001 - delibera
 
 
 class DaemonLostError(ConnectionError):
-    """The daemon went silent for 5 x heartbeat_ms (or forgot this client): every unfinished
-    future fails with this, since none of them will ever hear from the daemon again."""
+    """The daemon went silent for 5 x heartbeat_ms (or forgot this client), or, for a daemon
+    that keeps sessions, could not be reached again within the executor's reconnect_timeout:
+    every unfinished future fails with this, since none of them will ever hear from the daemon
+    again."""
 
 
 class DaemonError(ConnectionError):
