@@ -27,6 +27,17 @@ def place():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def status_of(endpoint):
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    s.linger = 0
+    s.connect(endpoint)
+    s.send(p.encode(p.Status()))
+    assert s.poll(5000), "no status reply"
+    reply = p.decode(s.recv())
+    s.close()
+    return msgpack.unpackb(reply.body, raw=False)
+
+
 class Raw:
     """A client speaking the protocol by hand: hello (maybe resuming), submit, read, ack."""
 
@@ -71,14 +82,7 @@ class Raw:
             self.read(ack=ack)
 
     def status(self):
-        s = self.ctx.socket(zmq.DEALER)
-        s.linger = 0
-        s.connect(self.endpoint)
-        s.send(p.encode(p.Status()))
-        assert s.poll(5000)
-        reply = p.decode(s.recv())
-        s.close()
-        return msgpack.unpackb(reply.body, raw=False)
+        return status_of(self.endpoint)
 
     def close(self, bye=False):
         if bye:
@@ -242,3 +246,46 @@ def test_a_read_only_journal_folder_stops_it_at_start(place):
         if mounted:
             subprocess.run(["umount", ro], check=True)
     assert run.returncode != 0 and "cannot write" in run.stderr and f"{ro}/j" in run.stderr, run.stderr
+
+
+def test_the_python_client_rides_through_three_sigkills(start_daemon, place):
+    """20,000 short tasks through one Executor; zexecd is killed with SIGKILL at a random moment
+    three times and started again on the same journal. Every future resolves exactly once, with
+    its own value, and no call fails."""
+    import random
+    import threading
+
+    import zexec
+
+    n = 20000
+    d = start(start_daemon, place, workers=2)
+    ex = zexec.Executor(d.endpoint, name="kill-test", reconnect_timeout=60)
+    resolved = [0] * n
+    lock = threading.Lock()
+
+    def done(i):
+        def on_done(f):
+            with lock:
+                resolved[i] += 1
+        return on_done
+
+    futures = []
+    rng = random.Random()
+    kills = sorted(rng.sample(range(n // 10, n - n // 10), 3))  # after this many results, each
+    finished = 0
+    for i in range(n):
+        f = ex.submit("echo", i)
+        f.add_done_callback(done(i))
+        futures.append(f)
+    for at in kills:
+        wait_for(lambda: sum(1 for f in futures if f.done()) >= at, timeout=120, what=f"{at} results")
+        d.kill()
+        d = start(start_daemon, place, workers=2)
+        # The next kill comes once the client is back (else two kills would count as one).
+        wait_for(lambda: any(c["connected"] for c in status_of(d.endpoint)["clients"]), timeout=30,
+                 what="the client to resume")
+    values = [f.result(timeout=120) for f in futures]
+    assert values == list(range(n))
+    wait_for(lambda: sum(resolved) == n, timeout=10, what="every callback")
+    assert resolved == [1] * n, "a future resolved more than once"
+    ex.shutdown(wait=True)
