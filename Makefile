@@ -15,7 +15,7 @@ APT_PACKAGES := cmake g++ make pkg-config libzmq3-dev cppzmq-dev libmsgpack-cxx-
                 libgtest-dev python3-zmq python3-msgpack python3-pytest clang libclang-rt-14-dev \
                 python3-venv python3-setuptools python3-wheel \
                 libsystemd-dev systemd libtomlplusplus-dev libcpp-httplib-dev libsqlite3-dev \
-                dpkg-dev groff-base debhelper dh-python lintian debootstrap systemd-container
+                dpkg-dev groff-base debhelper dh-python lintian debootstrap systemd-container strace
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps configure build demo test package package-check bench clean format

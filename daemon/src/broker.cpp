@@ -277,9 +277,12 @@ Clock::time_point Broker::tick(Clock::time_point now) {
   if (stopping_) next = std::min(next, stop_deadline_);
   if (log_) {
     if (journal_due(now)) commit_journal();
-    if (log_->pending()) next = std::min(next, pending_since_ + std::chrono::milliseconds(2));
-    // Compaction in small steps, when the loop has a moment (Journal::maintain).
-    if (!log_->pending() && !log_->failure() && now >= next_maintain_) {
+    if (log_->pending()) next = std::min(next, log_->pending_since() + kCommitWindow);
+    // Compaction in small steps once the journal has been quiet for a second (Journal::maintain:
+    // a busy journal reuses its free pages anyway, and SQLite bounds its WAL by itself). Only
+    // then: a checkpoint syncs, and with journal_sync = normal no other write does.
+    if (!log_->pending() && !log_->failure() && now >= next_maintain_ &&
+        now - log_->pending_since() >= std::chrono::seconds(1)) {
       try {
         log_->maintain(std::chrono::milliseconds(2));
       } catch (const JournalError& e) {

@@ -48,6 +48,9 @@ using zexec::detail::send_rest;
 inline constexpr int kReadBudget = 256;
 // A client not taking its results gets no more tasks run: its undelivered events are bounded.
 inline constexpr std::size_t kMaxOutboxEvents = 100000;
+// With a journal: how long records that nothing waits for (final events) wait for the next
+// group commit (durability.cpp).
+inline constexpr auto kCommitWindow = std::chrono::milliseconds(2);
 // Cancelled tasks a client's later cancel still answers `cancelled` for (recent_ids.hpp), at least.
 inline constexpr std::size_t kRecentCancels = 1024;
 
@@ -243,12 +246,10 @@ class Broker {
   };
   std::vector<Stashed> stashed_;  // submits journaled in the open group, accepted at its commit
   bool journal_failed_ = false;
-  bool commit_soon_ = false;           // something waits for the next commit (a submit, a cancel_reply)
-  Clock::time_point pending_since_{};  // the open group's first record (kCommitWindow)
+  bool commit_soon_ = false;  // something waits for the next commit (a submit, a cancel_reply)
   int exit_code_ = 0;
   bool journal_due(Clock::time_point now) const {
-    return log_ && log_->pending() &&
-           (commit_soon_ || now - log_->pending_since() >= std::chrono::milliseconds(2));
+    return log_ && log_->pending() && (commit_soon_ || now - log_->pending_since() >= kCommitWindow);
   }
   Clock::time_point next_maintain_{};
 

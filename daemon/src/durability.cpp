@@ -27,8 +27,6 @@ namespace proto = zexec::proto;
 
 namespace {
 
-constexpr auto kCommitWindow = std::chrono::milliseconds(2);
-
 template <class... A>
 std::string pack_array(const A&... a) {
   msgpack::sbuffer b;

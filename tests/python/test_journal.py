@@ -289,3 +289,86 @@ def test_the_python_client_rides_through_three_sigkills(start_daemon, place):
     wait_for(lambda: sum(resolved) == n, timeout=10, what="every callback")
     assert resolved == [1] * n, "a future resolved more than once"
     ex.shutdown(wait=True)
+
+
+def wal_syncs(start_daemon, place, sync, round_trips):
+    """fsync/fdatasync calls on the journal's WAL while a client makes `round_trips` one after
+    another (each a submit, so a commit), counted with strace attached to the running daemon."""
+    d = start(start_daemon, place, "--journal-sync", sync, workers=1)
+    c = Raw(d.endpoint)
+    c.submit([p.Task(1, "echo", msgpack.packb([0]))])  # the session's first commits, before tracing
+    c.read_until(lambda: 1 in c.final, what="a first result")
+    log = os.path.join(place, f"strace-{sync}")
+    tracer = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=fsync,fdatasync", "-o", log, "-p", str(d.pid)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        # strace says "Process N attached" on stderr once it traces the daemon (all its threads).
+        line = tracer.stderr.readline()
+        assert "attached" in line, f"strace did not attach: {line!r}"
+        for i in range(2, 2 + round_trips):
+            c.submit([p.Task(i, "echo", msgpack.packb([i]))])
+            c.read_until(lambda: i in c.final, what=f"result {i}")
+    finally:
+        tracer.terminate()
+        tracer.wait(10)
+    c.close(bye=True)
+    assert d.stop() == 0
+    with open(log) as f:
+        return sum(1 for line in f if "-wal>" in line)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (make test installs it)")
+def test_journal_sync_full_syncs_every_commit_and_normal_none(start_daemon, place):
+    # Power loss cannot be tested here; what each setting claims to call can.
+    n = 40
+    os.mkdir(os.path.join(place, "full"))
+    os.mkdir(os.path.join(place, "normal"))
+    full = wal_syncs(start_daemon, os.path.join(place, "full"), "full", n)
+    normal = wal_syncs(start_daemon, os.path.join(place, "normal"), "normal", n)
+    print(f"WAL syncs in {n} round trips: full {full}, normal {normal}")
+    assert full >= n, f"journal_sync = full synced the WAL {full} times in {n} committed round trips"
+    assert normal <= 2, f"journal_sync = normal synced the WAL {normal} times in {n} round trips"
+
+
+def test_a_full_disk_refuses_submits_and_loses_nothing_accepted(start_daemon, place):
+    disk = os.path.join(place, "disk")
+    os.mkdir(disk)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (no privilege for mounts)")
+    try:
+        journal = os.path.join(disk, "journal")
+        flags = ("--journal", journal, "--log-level", "critical")
+        d = start_daemon(*flags, workers=1, endpoint=f"ipc://{place}/d.sock")
+        c = Raw(d.endpoint)
+        blob = msgpack.packb([b"x" * 16384])
+        refused, i = [], 0
+        while not refused:
+            assert i < 2000, "the journal never filled its 1 MiB"
+            ids = list(range(i + 1, i + 9))
+            i += 8
+            c.submit([p.Task(t, "echo", blob) for t in ids])
+            # Never acknowledged: every result stays in the journal, which fills.
+            c.read_until(lambda: c.accepted >= ids[-1] or ids[0] in c.final, ack=False, what="accepted or refused")
+            refused = [t for t in ids if t in c.final and c.final[t][0].error_type == "JournalFull"]
+        assert refused == ids, "a submit is refused whole"
+        assert "not accepted" in c.final[ids[0]][0].error_message
+        accepted = c.accepted
+        print(f"1 MiB tmpfs: {accepted} tasks accepted, then {len(refused)} refused with JournalFull")
+        assert accepted >= 8
+        d.expect_killed = True
+        assert d.proc.wait(20) == 1, "zexecd stops (status 1) on a journal it cannot write"
+        c.close()
+        # Room again: the next run has every accepted task, and none of the refused.
+        subprocess.run(["mount", "-o", "remount,size=64m", disk], check=True)
+        d2 = start_daemon(*flags, workers=1, endpoint=f"ipc://{place}/d.sock")
+        r = Raw(d2.endpoint, c.welcome.session, c.welcome.token)
+        assert r.welcome.resumed
+        r.read_until(lambda: all(t in r.final for t in range(1, accepted + 1)), timeout=30,
+                     what="every accepted task's result")
+        assert all(r.final[t][0].kind == OK for t in range(1, accepted + 1))
+        r.read(timeout=0.3)
+        assert not any(t in r.final for t in refused)
+        r.close(bye=True)
+        d2.stop()
+    finally:
+        subprocess.run(["umount", "-l", disk])
