@@ -137,6 +137,21 @@ with zexec.Executor("ipc:///run/zexec/zexecd.sock") as ex:
 rc=$?
 check "python3 zexec.Executor: echo(42) returns 42" "exit $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')" [ "$out" = 42 ]
 
+# ---- the journal: a restart (an upgrade's) loses no task and the producer rides through ----
+jst=$(stat -c '%U %a' /var/lib/zexec/journal 2>&1)
+check "journal /var/lib/zexec/journal, owned by zexec" "$jst" [ "${jst%% *}" = zexec ]
+out=$(timeout 60 /usr/bin/python3 -c '
+import subprocess, zexec
+with zexec.Executor("ipc:///run/zexec/zexecd.sock") as ex:
+    fs = [ex.submit("sleep", 0.2) for _ in range(20)]
+    fs[0].result(timeout=10)
+    subprocess.run(["systemctl", "restart", "zexecd"], check=True)
+    print(sum(f.result(timeout=30) == 0.2 for f in fs))
+' 2>&1)
+rc=$?
+check "20 tasks through systemctl restart zexecd: all 20 succeed" "exit $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')" \
+  [ "$(echo "$out" | tail -n 1)" = 20 ]
+
 # ---- a crash: systemd restarts it ----
 pid=$(prop MainPID)
 n0=$(prop NRestarts)

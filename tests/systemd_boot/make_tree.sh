@@ -15,10 +15,11 @@ MIRROR=http://deb.debian.org/debian
 # What boots (systemd, systemd-sysv for /sbin/init, dbus) and what zexec's packages need at
 # run time, so that installing them in the test needs no network: the libraries zexecd links
 # (ldd; `dpkg-deb -f zexec_*.deb Depends`: libzmq5, libspdlog1.10, libfmt9, libsystemd0,
-# libcpp-httplib0.11, libstdc++6; toml++ is header-only here) and the Python client's modules.
+# libcpp-httplib0.11, libsqlite3-0, libstdc++6; toml++ is header-only here) and the Python
+# client's modules.
 # debootstrap does not resolve virtual packages: python3-zmq's python3-cffi-backend-api-* is
 # python3-cffi-backend, named here.
-INCLUDE=systemd,systemd-sysv,dbus,python3,python3-zmq,python3-cffi-backend,python3-msgpack,libzmq5,libspdlog1.10,libfmt9,libsystemd0,libcpp-httplib0.11,libstdc++6
+INCLUDE=systemd,systemd-sysv,dbus,python3,python3-zmq,python3-cffi-backend,python3-msgpack,libzmq5,libspdlog1.10,libfmt9,libsystemd0,libcpp-httplib0.11,libsqlite3-0,libstdc++6
 
 CACHE=${ZEXEC_ROOTFS_CACHE:-/var/cache/zexec-tests}
 KEY=$(printf '%s\n' "$SCRIPT_VERSION" "$SUITE" "$MIRROR" "$INCLUDE" | sha256sum | cut -c1-12)
