@@ -183,6 +183,14 @@ def main():
     for c in (4, 16):
         add("scale_c%d" % c, [b("zexec-bench"), "throughput", "--workers", "2", "--clients", str(c),
                               "--tasks", scale_tasks, "--warmup", str(500 if q else 10000)], reps)
+    # The journal (zexecd --journal), beside the in-memory no-op rows of the same rounds.
+    for sync in ("full", "normal"):
+        add("zx_tput_journal_%s" % sync, [b("zexec-bench"), "throughput", "--transport", "ipc", "--workers", "2",
+                                          "--tasks", str(zx_tasks[0]), "--warmup", str(zx_warm[0]),
+                                          "--journal", sync], reps)
+        add("zx_lat_journal_%s" % sync, [b("zexec-bench"), "latency", "--transport", "ipc", "--workers", "2",
+                                         "--count", str(zx_lat[0]), "--journal", sync], reps)
+    add("fsync", [b("zexec-bench"), "fsync", "--count", str(50 if q else 500)], reps)
     add("sched", [b("zexec-bench"), "sched", "--workers", "16", "--tasks", str(100 if q else 2000),
                   "--sleep", "0.02"], few)
     add("memory", [b("zexec-bench"), "memory", "--tasks", str(10000 if q else 1000000)], few)
@@ -332,6 +340,30 @@ def main():
         key = "scale_w2" if c == 1 else "scale_c%d" % c
         row("7", "zexec ipc no-op, 2 workers, %d client%s" % (c, "s" if c > 1 else ""), key, "tasks_per_s",
             tput_unit, note="clients are processes" if c > 1 else "the 2-worker run above")
+    mem_t = stat("zx_tput_ipc_0", "tasks_per_s")
+    mem_l = stat("zx_lat_ipc_0", "rtt_median_us")
+    sync_l = stat("fsync", "fsync_median_us")
+    for sync in ("full", "normal"):
+        t = stat("zx_tput_journal_%s" % sync, "tasks_per_s")
+        ratio = t[0] / mem_t[0] if t and mem_t and mem_t[0] else None
+        row("8", "zexec ipc no-op, journal_sync = %s: submit + as_completed" % sync, "zx_tput_journal_%s" % sync,
+            "tasks_per_s", tput_unit,
+            target=("≥ 0.7× in memory", lambda v, rr, rp, ratio=ratio: None if ratio is None else ratio >= 0.7)
+            if sync == "full" else None,
+            note=("%s of in memory (§2, same rounds)" % fmt_ratio(ratio)) if ratio else "")
+        l = stat("zx_lat_journal_%s" % sync, "rtt_median_us")
+        extra = l[0] - mem_l[0] if l and mem_l else None
+        row("8", "zexec ipc no-op, journal_sync = %s: round trip median" % sync, "zx_lat_journal_%s" % sync,
+            "rtt_median_us", "µs",
+            target=("≤ in memory + one fsync",
+                    lambda v, rr, rp, extra=extra: None if extra is None or not sync_l else extra <= sync_l[0])
+            if sync == "full" else None,
+            note=("in memory + %.0f µs" % extra) if extra is not None else "")
+        row("8", "zexec ipc no-op, journal_sync = %s: round trip p99" % sync, "zx_lat_journal_%s" % sync,
+            "rtt_p99_us", "µs")
+    row("8", "the journal's disk: 4 KiB write + fdatasync, median", "fsync", "fsync_median_us", "µs",
+        note="in $ZEXEC_BENCH_JOURNAL_DIR, default /var/tmp")
+    row("8", "the journal's disk: 4 KiB write + fdatasync, p99", "fsync", "fsync_p99_us", "µs")
 
     # ---- print and write ----------------------------------------------------------------------
     cmd = " ".join(["bench/run.sh", a.build] + (["--quick"] if q else []) + (["--reps", str(a.reps)] if a.reps else [])

@@ -3,19 +3,25 @@
 // as_completed). Each run prints one JSON line for bench/run.py.
 //
 //   zexec-bench throughput [--transport ipc|tcp] [--workers 2] [--clients 1] [--tasks 200000]
-//                          [--payload 0] [--warmup 5000]
+//                          [--payload 0] [--warmup 5000] [--journal full|normal]
 //       every client (a process of its own) submits tasks/clients tasks, then takes them in
 //       completion order with as_completed(); the figure is all tasks / wall time from the
 //       moment every client is connected and warm to the last completion. payload 0 runs
 //       `noop`; payload B runs `echo` with a B-byte string (B bytes each way).
 //   zexec-bench latency [--transport ipc|tcp] [--workers 2] [--count 2000] [--payload 0]
+//                       [--journal full|normal]
 //       sequential submit(...).result(): round trip median and p99 in microseconds.
+//       --journal: zexecd keeps a journal with that journal_sync in a fresh folder under
+//       $ZEXEC_BENCH_JOURNAL_DIR (default /var/tmp: a disk, where a sync costs what it costs).
+//   zexec-bench fsync [--count 500]
+//       that folder's sync latency: a 4 KiB write + fdatasync, median and p99 in microseconds.
 //   zexec-bench sched [--workers 16] [--tasks 2000] [--sleep 0.02]
 //       `sleep` tasks on every worker: achieved wall time against the ideal tasks*sleep/workers.
 //   zexec-bench memory [--tasks 1000000]
 //       one worker is kept busy by a long `sleep` (prefetch 1), so the `noop` tasks that follow
 //       stay queued in the daemon; once it reports all of them queued, its resident memory
 //       growth over the idle daemon is divided by their number.
+#include <fcntl.h>
 #include <sys/wait.h>
 
 #include <csignal>
@@ -37,17 +43,29 @@ struct Daemon {
   std::string endpoint;
   std::string dir;
 
+  std::string journal_dir;
   ~Daemon() { stop(); }
   void stop(int sig = SIGTERM) {
     child.stop(std::chrono::seconds(15), sig);
     if (!dir.empty()) std::filesystem::remove_all(dir);
+    if (!journal_dir.empty()) std::filesystem::remove_all(journal_dir);
     dir.clear();
+    journal_dir.clear();
   }
 };
 
-// Starts zexecd with `workers` stock workers on a private endpoint of `transport`.
+// Where journals go: a disk (not /tmp, which may be a tmpfs, where a sync costs nothing).
+std::string journal_dir() {
+  const char* base = std::getenv("ZEXEC_BENCH_JOURNAL_DIR");
+  std::string tmpl = std::string(base && *base ? base : "/var/tmp") + "/zexec-bench-journal-XXXXXX";
+  if (!mkdtemp(tmpl.data())) bench::die("mkdtemp failed for the journal");
+  return tmpl;
+}
+
+// Starts zexecd with `workers` stock workers on a private endpoint of `transport`; with
+// `journal` (full or normal) it keeps a journal of that sync in a fresh folder.
 std::unique_ptr<Daemon> start_daemon(const std::string& transport, int workers,
-                                     const std::vector<std::string>& extra = {}) {
+                                     const std::vector<std::string>& extra = {}, const std::string& journal = {}) {
   auto d = std::make_unique<Daemon>();
   std::string endpoint;
   if (transport == "ipc") {
@@ -61,6 +79,10 @@ std::unique_ptr<Daemon> start_daemon(const std::string& transport, int workers,
   std::vector<std::string> argv{bench::self_dir() + "/zexecd", "--endpoint",       endpoint,      "--workers",
                                 std::to_string(workers),       "--print-endpoint", "--log-level", "warn"};
   argv.insert(argv.end(), extra.begin(), extra.end());
+  if (!journal.empty()) {
+    d->journal_dir = journal_dir();
+    argv.insert(argv.end(), {"--journal", d->journal_dir + "/journal", "--journal-sync", journal});
+  }
   d->child = bench::spawn(argv, true);
   auto line = d->child.read_line(15s);
   if (!line) bench::die("zexecd did not start (" + argv[0] + ")");
@@ -137,7 +159,8 @@ int throughput(const Args& a) {
   int workers = static_cast<int>(a.num("workers", 2));
   int clients = static_cast<int>(a.num("clients", 1));
   long tasks = a.num("tasks", 200000), payload = a.num("payload", 0), warmup = a.num("warmup", 5000);
-  auto d = start_daemon(transport, workers);
+  std::string journal = a.str("journal", "");
+  auto d = start_daemon(transport, workers, {}, journal);
   wait_workers_ready(d->endpoint, workers);
 
   // Clients are processes of their own: they connect and warm up, say "ready" on `ready`, wait
@@ -191,6 +214,7 @@ int throughput(const Args& a) {
   long total = per_client * clients;
   bench::Json()
       .str("transport", transport)
+      .str("journal", journal.empty() ? "none" : journal)
       .num("workers", workers)
       .num("clients", clients)
       .num("tasks", static_cast<double>(total))
@@ -206,7 +230,8 @@ int latency(const Args& a) {
   std::string transport = a.str("transport", "ipc");
   int workers = static_cast<int>(a.num("workers", 2));
   long count = a.num("count", 2000), payload = a.num("payload", 0);
-  auto d = start_daemon(transport, workers);
+  std::string journal = a.str("journal", "");
+  auto d = start_daemon(transport, workers, {}, journal);
   wait_workers_ready(d->endpoint, workers);
   std::vector<double> rtts;
   {
@@ -231,6 +256,31 @@ int latency(const Args& a) {
       .num("payload", static_cast<double>(payload))
       .num("rtt_median_us", bench::percentile(rtts, 50))
       .num("rtt_p99_us", bench::percentile(rtts, 99))
+      .print();
+  return 0;
+}
+
+// The device's sync latency where journals go: a 4 KiB write + fdatasync, `count` times.
+int fsync_latency(const Args& a) {
+  long count = a.num("count", 500);
+  std::string dir = journal_dir();
+  std::string path = dir + "/sync-probe";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) bench::die("cannot open " + path);
+  std::string block(4096, 'x');
+  std::vector<double> us;
+  for (long i = 0; i < count; ++i) {
+    auto t0 = Clock::now();
+    if (::pwrite(fd, block.data(), block.size(), static_cast<off_t>((i % 64) * 4096)) != 4096 || ::fdatasync(fd) != 0)
+      bench::die("write + fdatasync failed in " + dir);
+    us.push_back(bench::seconds_since(t0) * 1e6);
+  }
+  ::close(fd);
+  std::filesystem::remove_all(dir);
+  bench::Json()
+      .num("count", static_cast<double>(count))
+      .num("fsync_median_us", bench::percentile(us, 50))
+      .num("fsync_p99_us", bench::percentile(us, 99))
       .print();
   return 0;
 }
@@ -341,8 +391,9 @@ int main(int argc, char** argv) {
     if (mode == "latency") return latency(Args(argc, argv, 2));
     if (mode == "sched") return sched(Args(argc, argv, 2));
     if (mode == "memory") return memory(Args(argc, argv, 2));
+    if (mode == "fsync") return fsync_latency(Args(argc, argv, 2));
     std::fprintf(stderr,
-                 "usage: zexec-bench throughput|latency|sched|memory [--option value]...\n"
+                 "usage: zexec-bench throughput|latency|sched|memory|fsync [--option value]...\n"
                  "(see the comment at the top of bench/zexec_bench.cpp)\n");
     return 2;
   } catch (const std::exception& e) {

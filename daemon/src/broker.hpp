@@ -96,6 +96,7 @@ struct Client {
   // Parallel to `outbox` with a journal: the batch of each event (kNoBatch: started, or none).
   std::vector<std::uint32_t> outbox_batches;
   std::size_t journaled = 0;           // events at the front of `outbox` already in the journal
+  std::size_t sent_unjournaled = 0;    // the last this many of `unacked` are not in it yet
   std::uint64_t accepted_through = 0;  // highest task id of a committed batch
   std::uint64_t told_accepted = 0;     // the accepted_through its last update said
   std::vector<std::uint32_t> batches;  // its batches (some may be forgotten since: batch_live)
@@ -226,7 +227,10 @@ class Broker {
   void stash_submit(Client& c, zexec::proto::Submit& m, std::string_view frame);
   void commit_journal();  // once per loop turn: then the stashed submits are accepted
   void refuse_stashed(const std::string& type, const std::string& why);
-  void journal_events(Client& c);  // the final events of its outbox not yet in the journal
+  // Into the open group: its updates sent and not yet acknowledged nor journaled, and the final
+  // events of its outbox not yet journaled (at each commit: what was acknowledged before is not
+  // written at all).
+  void journal_events(Client& c);
   void push_event(Client& c, zexec::proto::Event&& e, std::uint32_t batch);
   void new_session(Client& c);
   bool resume_session(const std::string& rid, const zexec::proto::Hello& m);

@@ -75,7 +75,6 @@ void Broker::post_event(Task& t, proto::Event&& e) {
 
 void Broker::flush_client(Client& c, Clock::time_point now) {
   if (!c.connected) return;  // its session waits for it to come back
-  journal_events(c);         // before they leave the outbox
   for (;;) {
     if (c.held) {
       if (!send_now(c.results, zmq::buffer(*c.held))) return;
@@ -98,9 +97,11 @@ void Broker::flush_client(Client& c, Clock::time_point now) {
       ++n;
     }
     std::vector<std::uint32_t> batches;  // per event in it, for the ack (acked(), resume_session)
+    bool unjournaled = false;            // it has events the journal has not had yet
     if (log_) {
       batches.assign(c.outbox_batches.begin(), c.outbox_batches.begin() + n);
       c.outbox_batches.erase(c.outbox_batches.begin(), c.outbox_batches.begin() + n);
+      unjournaled = n > c.journaled;
       c.journaled -= std::min(c.journaled, n);
     }
     if (n == c.outbox.size()) {
@@ -114,6 +115,7 @@ void Broker::flush_client(Client& c, Clock::time_point now) {
     std::string frame = proto::encode(u);
     if (c.unacked.empty()) c.oldest_unacked_sent = now;
     c.unacked.push_back(Client::Sent{u.seq, frame, std::move(batches)});
+    if (unjournaled) ++c.sent_unjournaled;  // (always the last ones: journal_events)
     c.held = std::move(frame);
   }
 }
@@ -173,6 +175,7 @@ void Broker::on_ack(Client& c, std::uint64_t seq) {
   while (!c.unacked.empty() && c.unacked.front().seq <= seq) {
     acked(c, c.unacked.front());
     c.unacked.pop_front();
+    c.sent_unjournaled = std::min(c.sent_unjournaled, c.unacked.size());
   }
   if (!c.unacked.empty()) c.oldest_unacked_sent = Clock::now();
 }

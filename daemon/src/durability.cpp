@@ -4,10 +4,12 @@
 // When. A submit is journaled as received and accepted at the next commit: its tasks exist only
 // from then on, so nothing runs that a crash could forget, and `accepted_through` never runs
 // ahead of the disk. A cancel_reply waits for the commit of its cancelled record. Final events
-// are journaled in batches (one settled record per client per turn) and sent at once: a result
-// that reached the client before its record did is harmless (the task runs again after a crash,
-// and the client applies one final event per task), so results cost no sync of their own.
-// Those records then wait for the next commit, at most kCommitWindow: the group commit.
+// are sent at once, and journaled at the next commit as the updates that carried them (the
+// frame as sent), unless the client acknowledged them first: then nothing is written for them
+// but the forgetting of their batch. A result that reached the client before its record did is
+// harmless (the task runs again after a crash, and the client applies one final event per
+// task), so results cost no sync of their own; their records wait for the next commit, at most
+// kCommitWindow: the group commit.
 //
 // Replay. The records of each session rebuild it as the daemon had it, detached until its
 // client comes back: tasks not settled are queued again (their attempt counts a run that may
@@ -105,7 +107,12 @@ void Broker::stash_submit(Client& c, proto::Submit& m, std::string_view frame) {
 }
 
 void Broker::journal_events(Client& c) {
-  if (!log_ || c.journaled >= c.outbox.size()) return;
+  if (!log_) return;
+  // Updates as sent: the frame is the record (replay reads its final events).
+  for (std::size_t i = c.unacked.size() - c.sent_unjournaled; i < c.unacked.size(); ++i)
+    log_->add_note(LogKind::settled, c.session, c.unacked[i].frame, c.unacked[i].batches);
+  c.sent_unjournaled = 0;
+  if (c.journaled >= c.outbox.size()) return;
   proto::Update u;
   std::vector<std::uint32_t> batches;
   for (std::size_t i = c.journaled; i < c.outbox.size(); ++i) {
@@ -199,7 +206,9 @@ bool Broker::resume_session(const std::string& rid, const proto::Hello& m) {
   c->last_heard = c->last_sent = Clock::now();
   c->heartbeat = std::chrono::milliseconds(opts_.heartbeat_ms);
   c->timeout = std::chrono::milliseconds(opts_.client_timeout_ms);
-  // Updates the last connection never saw acknowledged go again, first, as new updates.
+  // Updates the last connection never saw acknowledged go again, first, as new updates (all
+  // in the journal from here on: the outbox knows a journaled front only).
+  journal_events(*c);
   std::vector<proto::Event> again;
   std::vector<std::uint32_t> again_batches;
   for (auto& s : c->unacked) {
@@ -299,6 +308,7 @@ void Broker::replay_journal() {
         auto& u = std::get<proto::Update>(*d.message);
         Note n{r.id, r.kind, r.session, {}};
         for (auto& e : u.events) {
+          if (e.kind == proto::Outcome::started) continue;  // (an update as sent has them)
           n.ids.push_back(e.task_id);
           settled[r.session].emplace(e.task_id, std::move(e));
         }
