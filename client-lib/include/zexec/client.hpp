@@ -15,8 +15,13 @@
 // its own callbacks.
 //
 // Liveness: the daemon heartbeats; if nothing arrives for 5 x heartbeat_ms every unfinished
-// future fails with ConnectionError ("lost connection to zexecd ..."), so no waiter hangs. The
-// client does not reconnect: create a new Client.
+// future fails with ConnectionError ("lost connection to zexecd ..."), so no waiter hangs.
+// A daemon that keeps a journal (zexecd --journal) gives the client a session that survives a
+// restart (docs/PROTOCOL.md §3, Sessions): on losing it (silence, or the daemon closing the
+// connection) the client reconnects for up to ClientOptions::reconnect_timeout, futures staying
+// pending and submit() queueing meanwhile (connected() is false), resumes the session and sends
+// again the tasks the daemon had not yet accepted. Without a journal it does not reconnect:
+// create a new Client.
 #pragma once
 
 #include <chrono>
@@ -56,6 +61,13 @@ struct ClientOptions {
   std::chrono::milliseconds cancel_timeout{5000};
   // On close: how long `bye` and other unsent frames may take to leave (ZMQ_LINGER).
   std::chrono::milliseconds linger{1000};
+  // With a daemon that keeps sessions (a journal): how long to keep reconnecting after losing
+  // it before every unfinished future fails with ConnectionError ("... could not reconnect
+  // within N s"). Meanwhile futures stay pending and submit() queues into the outbox. A daemon
+  // that answers but no longer knows the session fails the tasks it had been sent
+  // (ConnectionError "... did not resume this client's session ...") and the client goes on
+  // with a new session. 0 = do not reconnect: fail at once, as without a journal.
+  std::chrono::milliseconds reconnect_timeout{60000};
   // Called about every 50 ms while the constructor waits for `welcome`; returning a message
   // aborts the wait at once with ConnectionError(message). (Executor uses it to notice a daemon
   // that exited during start-up instead of waiting out the whole connect_timeout.)
