@@ -105,6 +105,9 @@ class SessionDaemon {
   }
   void set_mute(bool mute) { mute_ = mute; }  // no heartbeats, until the next hello
   void answer_cancels(bool on) { answer_cancels_ = on; }
+  // The next n hellos get no answer / `error` shutting_down.
+  void ignore_hellos(int n) { ignore_hellos_ = n; }
+  void refuse_hellos(int n) { refuse_hellos_ = n; }
 
   Received received(int generation) const {
     std::lock_guard lk(mu_);
@@ -173,6 +176,17 @@ class SessionDaemon {
       r.hellos.push_back(*h);
       r.order.push_back(proto::Type::hello);
       lk.unlock();
+      if (ignore_hellos_ > 0) {
+        --ignore_hellos_;
+        return;
+      }
+      if (refuse_hellos_ > 0) {
+        --refuse_hellos_;
+        router_.send(zmq::buffer(rid), zmq::send_flags::sndmore);
+        router_.send(zmq::buffer(proto::encode(proto::Error{"shutting_down", "zexecd is stopping"})),
+                     zmq::send_flags::none);
+        return;
+      }
       rid_ = rid;
       mute_ = false;
       next_seq_ = 1;  // per connection
@@ -188,9 +202,11 @@ class SessionDaemon {
       results_.set(zmq::sockopt::linger, 0);
       results_.bind(endpoint_ + ".r" + std::to_string(client_id_));
       w.results_endpoint = results_.get(zmq::sockopt::last_endpoint);
+      {
+        std::lock_guard relock(mu_);  // recorded before the client can see it
+        got_[generation_].welcomes.push_back(w);
+      }
       reply_now(w);
-      lk.lock();
-      r.welcomes.push_back(w);
       return;
     }
     if (rid != rid_) return;  // a DEALER that said no hello here (one ZeroMQ reconnected)
@@ -228,6 +244,7 @@ class SessionDaemon {
   std::atomic<int> generation_{0};
   std::thread thread_;
   std::atomic<bool> stop_{false}, mute_{false}, answer_cancels_{false};
+  std::atomic<int> ignore_hellos_{0}, refuse_hellos_{0};
   mutable std::mutex mu_;
   std::vector<std::function<void()>> commands_;
   std::map<int, Received> got_;
@@ -461,6 +478,45 @@ TEST(SessionTest, UnansweredCancelIsSentAgainAfterTheSubmits) {
   EXPECT_EQ(r.order[2], proto::Type::cancel);
   EXPECT_EQ(r.cancels[0].request_id, request_id);
   EXPECT_EQ(r.cancels[0].task_ids, std::vector<std::uint64_t>{f.id()});
+}
+
+TEST(SessionTest, AnUnansweredOrRefusedHelloIsTriedAgain) {
+  TempDir dir;
+  SessionDaemon d(dir.ipc("d.sock"), with_session(7));
+  Client c(d.endpoint(), reconnecting(2s));  // a hello waits 0.5 s for its welcome
+  Future f = c.submit("echo", 1);
+  ASSERT_TRUE(wait_until([&] { return d.received(1).submits.size() == 1; }));
+
+  d.stop();
+  d.ignore_hellos(1);
+  d.refuse_hellos(1);
+  auto t0 = Clock::now();
+  d.start(false);
+  ASSERT_TRUE(wait_until([&] { return c.connected(); }));
+  EXPECT_GE(Clock::now() - t0, 400ms) << "the unanswered hello was waited for";
+  SessionDaemon::Received r = d.received(2);
+  ASSERT_EQ(r.hellos.size(), 3u);  // unanswered, refused, welcomed: each from a fresh DEALER
+  for (const auto& h : r.hellos) EXPECT_EQ(h.session, 7u);
+  ASSERT_EQ(r.welcomes.size(), 1u);
+  EXPECT_TRUE(r.welcomes[0].resumed);
+  ASSERT_TRUE(wait_until([&] { return d.received(2).submits.size() == 1; }));
+  d.update({FakeDaemon::ok_value(f.id(), 10)});
+  EXPECT_EQ(f.result<int>(10s), 10);
+}
+
+TEST(SessionTest, ZeroReconnectTimeoutFailsAtOnceAsWithoutASession) {
+  TempDir dir;
+  SessionDaemon d(dir.ipc("d.sock"), with_session(7));
+  Client c(d.endpoint(), reconnecting(0ms));
+  Future f = c.submit("sleep", 1.0);
+  ASSERT_TRUE(wait_until([&] { return d.received(1).submits.size() == 1; }));
+  d.stop();
+  ASSERT_TRUE(f.wait_done(10s));
+  EXPECT_THROW(f.result<double>(), DaemonLostError);
+  std::string text = what_of([&] { f.result<double>(); });
+  EXPECT_NE(text.find("nothing heard for"), std::string::npos) << text;
+  EXPECT_EQ(text.find("journal"), std::string::npos) << text;
+  EXPECT_EQ(d.hellos(), 1u);
 }
 
 }  // namespace

@@ -37,8 +37,10 @@ namespace {
 constexpr auto kFirstBackoff = std::chrono::milliseconds(50);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
 // An attempt whose hello went out and got no welcome in this long is given up (the daemon it
-// reached may have died before answering): a fresh DEALER says hello again.
-constexpr auto kWelcomeWait = std::chrono::milliseconds(2000);
+// reached may have died before answering): a fresh DEALER says hello again. A quarter of
+// reconnect_timeout, within these bounds.
+constexpr auto kMinWelcomeWait = std::chrono::milliseconds(100);
+constexpr auto kMaxWelcomeWait = std::chrono::milliseconds(2000);
 
 }  // namespace
 
@@ -142,7 +144,9 @@ void ClientCore::reconnect_timers(Clock::time_point now) {
     return;
   }
   if (attempt_open_) {
-    if (hello_sent_ && welcome_by_ == Clock::time_point{}) welcome_by_ = now + kWelcomeWait;
+    if (hello_sent_ && welcome_by_ == Clock::time_point{})
+      welcome_by_ = now + std::clamp<std::chrono::milliseconds>(options_.reconnect_timeout / 4,
+                                                                kMinWelcomeWait, kMaxWelcomeWait);
     if (welcome_by_ != Clock::time_point{} && now >= welcome_by_) end_attempt(now);
     return;
   }

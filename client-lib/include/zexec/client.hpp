@@ -61,6 +61,10 @@ struct ClientOptions {
   std::chrono::milliseconds cancel_timeout{5000};
   // On close: how long `bye` and other unsent frames may take to leave (ZMQ_LINGER).
   std::chrono::milliseconds linger{1000};
+  // Called about every 50 ms while the constructor waits for `welcome`; returning a message
+  // aborts the wait at once with ConnectionError(message). (Executor uses it to notice a daemon
+  // that exited during start-up instead of waiting out the whole connect_timeout.)
+  std::function<std::optional<std::string>()> abort_connect;
   // With a daemon that keeps sessions (a journal): how long to keep reconnecting after losing
   // it before every unfinished future fails with ConnectionError ("... could not reconnect
   // within N s"). Meanwhile futures stay pending and submit() queues into the outbox. A daemon
@@ -68,10 +72,6 @@ struct ClientOptions {
   // (ConnectionError "... did not resume this client's session ...") and the client goes on
   // with a new session. 0 = do not reconnect: fail at once, as without a journal.
   std::chrono::milliseconds reconnect_timeout{60000};
-  // Called about every 50 ms while the constructor waits for `welcome`; returning a message
-  // aborts the wait at once with ConnectionError(message). (Executor uses it to notice a daemon
-  // that exited during start-up instead of waiting out the whole connect_timeout.)
-  std::function<std::optional<std::string>()> abort_connect;
 };
 
 // Per-task options, sent in the task's options map (docs/PROTOCOL.md §3); 0 = the default.
