@@ -103,6 +103,9 @@ class SessionDaemon {
       results_.send(zmq::buffer(proto::encode(u)), zmq::send_flags::none);
     });
   }
+  void reply(proto::Message m) {
+    post([&] { reply_now(m); });
+  }
   void set_mute(bool mute) { mute_ = mute; }  // no heartbeats, until the next hello
   void answer_cancels(bool on) { answer_cancels_ = on; }
   // The next n hellos get no answer / `error` shutting_down.
@@ -488,6 +491,7 @@ TEST(SessionTest, AnUnansweredOrRefusedHelloIsTriedAgain) {
   ASSERT_TRUE(wait_until([&] { return d.received(1).submits.size() == 1; }));
 
   d.stop();
+  ASSERT_TRUE(wait_until([&] { return !c.connected(); }));
   d.ignore_hellos(1);
   d.refuse_hellos(1);
   auto t0 = Clock::now();
@@ -517,6 +521,23 @@ TEST(SessionTest, ZeroReconnectTimeoutFailsAtOnceAsWithoutASession) {
   EXPECT_NE(text.find("nothing heard for"), std::string::npos) << text;
   EXPECT_EQ(text.find("journal"), std::string::npos) << text;
   EXPECT_EQ(d.hellos(), 1u);
+}
+
+TEST(SessionTest, AForgottenConnectionResumesItsSession) {
+  TempDir dir;
+  SessionDaemon d(dir.ipc("d.sock"), with_session(7));
+  Client c(d.endpoint(), reconnecting());
+  Future f = c.submit("echo", 1);
+  ASSERT_TRUE(wait_until([&] { return d.received(1).submits.size() == 1; }));
+  // The daemon forgot this connection (client timeout), not the session.
+  d.reply(proto::Error{"unknown_client", "send hello before submit"});
+  ASSERT_TRUE(wait_until([&] { return d.received(1).hellos.size() == 2; }));
+  EXPECT_EQ(d.received(1).hellos[1].session, 7u);
+  ASSERT_TRUE(wait_until([&] { return d.received(1).submits.size() == 2; }));
+  EXPECT_EQ(d.received(1).submits[1], std::vector<std::uint64_t>{f.id()});
+  d.update({FakeDaemon::ok_value(f.id(), 10)});
+  EXPECT_EQ(f.result<int>(10s), 10);
+  EXPECT_TRUE(c.connected());
 }
 
 }  // namespace

@@ -365,6 +365,12 @@ void ClientCore::on_dealer_message(proto::Message& m) {
       end_attempt(Clock::now());
       return;
     }
+    if (io_phase_ == Phase::ready && e->code == "unknown_client" && keeps_session()) {
+      // The daemon forgot this connection (it did not hear from us for client_timeout_ms), not
+      // necessarily the session (PROTOCOL.md §3, Client timeout, Sessions): resume it.
+      daemon_lost(text);
+      return;
+    }
     // Any refusal of the hello, or a code that leaves tasks no other way to settle: the end of
     // the connection. Any other code (bad_message, duplicate_task_id, one from a newer daemon)
     // is kept as last_error: forward compatible, and nothing to attribute it to.
