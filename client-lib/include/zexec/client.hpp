@@ -149,6 +149,7 @@ class ZEXEC_API Client {
   // False once the connection was lost or the client was closed. Lost includes a frame from the
   // daemon this client cannot decode (another protocol version, garbage): every unfinished
   // future fails with ConnectionError naming it, and later submits throw ConnectionError.
+  // Also false while reconnecting to resume a session (ClientOptions::reconnect_timeout).
   bool connected() const;
 
   const std::string& endpoint() const;
