@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -538,6 +539,72 @@ TEST(SessionTest, AForgottenConnectionResumesItsSession) {
   d.update({FakeDaemon::ok_value(f.id(), 10)});
   EXPECT_EQ(f.result<int>(10s), 10);
   EXPECT_TRUE(c.connected());
+}
+
+TEST(SessionTest, ABurstResendsExactlyTheFramesWithUnacceptedTasks) {
+  TempDir dir;
+  SessionDaemon d(dir.ipc("d.sock"), with_session(7));
+  Client c(d.endpoint(), reconnecting());
+  auto count = [&](int gen) {
+    std::size_t n = 0;
+    for (const auto& f : d.received(gen).submits) n += f.size();
+    return n;
+  };
+  // Ten bursts of 300: at least ten frames (a burst may go in several).
+  std::vector<Future> fs;
+  for (int burst = 0; burst < 10; ++burst) {
+    for (int i = 0; i < 300; ++i) fs.push_back(c.submit("echo", burst * 300 + i));
+    ASSERT_TRUE(wait_until([&] { return count(1) == fs.size(); }));
+  }
+  ASSERT_GE(d.received(1).submits.size(), 10u);
+  const std::uint64_t accepted = fs[1700].id();
+  d.update({}, accepted);
+  ASSERT_TRUE(wait_until([&] { return d.received(1).last_ack >= 1; }));
+
+  d.stop();
+  ASSERT_TRUE(wait_until([&] { return !c.connected(); }));
+  d.start(false);
+  ASSERT_TRUE(wait_until([&] { return count(2) >= fs.size() - 1701; }));
+  // Every frame sent again holds an unaccepted task; together they hold all of them, in order.
+  std::vector<std::uint64_t> resent;
+  for (const auto& frame : d.received(2).submits) {
+    ASSERT_FALSE(frame.empty());
+    EXPECT_GT(frame.back(), accepted);
+    resent.insert(resent.end(), frame.begin(), frame.end());
+  }
+  EXPECT_TRUE(std::is_sorted(resent.begin(), resent.end()));
+  for (std::size_t i = 1701; i < fs.size(); ++i)
+    EXPECT_TRUE(std::binary_search(resent.begin(), resent.end(), fs[i].id())) << i;
+
+  std::vector<proto::Event> events;
+  for (std::size_t i = 0; i < fs.size(); ++i)
+    events.push_back(FakeDaemon::ok_value(fs[i].id(), static_cast<int>(i)));
+  d.update(std::move(events));
+  for (std::size_t i = 0; i < fs.size(); ++i) ASSERT_EQ(fs[i].result<int>(10s), static_cast<int>(i));
+}
+
+TEST(SessionTest, SubmitBackpressureAppliesWhileReconnecting) {
+  TempDir dir;
+  SessionDaemon d(dir.ipc("d.sock"), with_session(7));
+  ClientOptions o = reconnecting();
+  o.max_outbox = 2;
+  o.submit_timeout = 100ms;
+  Client c(d.endpoint(), o);
+  d.stop();
+  ASSERT_TRUE(wait_until([&] { return !c.connected(); }));
+  Future f1 = c.submit("echo", 1);
+  Future f2 = c.submit("echo", 2);
+  EXPECT_THROW(c.submit("echo", 3), QueueFullError);
+  d.start(false);
+  ASSERT_TRUE(wait_until([&] { return d.received(2).submits.size() >= 1; }));
+  ASSERT_TRUE(wait_until([&] {
+    std::size_t n = 0;
+    for (const auto& f : d.received(2).submits) n += f.size();
+    return n == 2;
+  }));
+  d.update({FakeDaemon::ok_value(f1.id(), 1), FakeDaemon::ok_value(f2.id(), 2)});
+  EXPECT_EQ(f1.result<int>(10s), 1);
+  EXPECT_EQ(f2.result<int>(10s), 2);
 }
 
 }  // namespace
