@@ -60,7 +60,7 @@ std::size_t ClientCore::cancel_all(bool force) {
   for (auto& s : local) s->set_cancelled();
   {
     std::lock_guard lk(mu_);
-    if (phase_ != Phase::ready) return local.size();
+    if (!accepting(phase_)) return local.size();
   }
   if (on_io_thread()) throw Error("cancel_all() cannot run on the client's I/O thread (a done callback)");
   auto req = std::make_shared<CancelRequest>();
@@ -76,7 +76,8 @@ std::size_t ClientCore::await_cancel(const std::shared_ptr<CancelRequest>& req) 
   // A broken or closed connection has failed (or is failing) every unfinished future with its
   // reason: nothing is cancelled, as Python's cancel() says False. Not an exception: the
   // future's own error tells why.
-  if (phase_ != Phase::ready) return 0;
+  // Reconnecting: queued, sent once the session is resumed.
+  if (!accepting(phase_)) return 0;
   cancels_.push_back(req);
   wake();
   bool answered =
@@ -108,8 +109,9 @@ void ClientCore::send_cancel(const std::shared_ptr<CancelRequest>& req) {
     reply_cv_.notify_all();
     return;
   }
+  req->frame = proto::encode(msg);
+  sendq_.push_back(req->frame);
   awaiting_reply_.emplace(req->request_id, req);
-  sendq_.push_back(proto::encode(msg));
 }
 
 void ClientCore::on_cancel_reply(const proto::CancelReply& r) {
@@ -118,6 +120,7 @@ void ClientCore::on_cancel_reply(const proto::CancelReply& r) {
   std::size_t n = 0;
   for (const auto& [id, outcome] : r.outcomes) {
     if (outcome != proto::CancelOutcome::cancelled) continue;
+    note_accepted(id);  // the daemon knew it
     StatePtr s;
     if (!inflight_.take(id, s)) continue;
     s->set_cancelled();

@@ -35,18 +35,7 @@ void ClientCore::connect() {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw Error(std::string("zexec::Client: eventfd failed: ") + std::strerror(errno));
   try {
-    dealer_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
-    // immediate: frames are only queued on a completed connection, so `hello` waits in our
-    // sendq_ (POLLOUT-gated) until the daemon is really there, and is sent exactly once: a
-    // second hello would make the daemon drop the first client (docs/PROTOCOL.md §2).
-    dealer_.set(zmq::sockopt::immediate, 1);
-    // Retry a missing daemon every 10 ms at first (an Executor's daemon is starting up), backing
-    // off to 1 s so a long-gone daemon is not hammered.
-    dealer_.set(zmq::sockopt::reconnect_ivl, 10);
-    dealer_.set(zmq::sockopt::reconnect_ivl_max, 1000);
-    dealer_.set(zmq::sockopt::linger, static_cast<int>(options_.linger.count()));
-    dealer_.set(zmq::sockopt::maxmsgsize, proto::kMaxMessageBytes);
-    dealer_.connect(endpoint_);
+    open_dealer();
   } catch (const zmq::error_t& e) {
     throw ConnectionError("cannot connect to zexecd at " + endpoint_ + ": " + e.what());
   }
@@ -194,12 +183,12 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
   {
     std::unique_lock lk(mu_);
     auto full = [this] { return outbox_.size() >= options_.max_outbox; };
-    if (phase_ == Phase::ready && full()) {
+    if (accepting(phase_) && full()) {
       // The I/O thread is the one that empties the outbox: it must never wait for room.
       bool ok = false;
       if (!on_io_thread()) {
         ++space_waiters_;
-        ok = space_cv_.wait_until(lk, deadline.get(), [&] { return phase_ != Phase::ready || !full(); });
+        ok = space_cv_.wait_until(lk, deadline.get(), [&] { return !accepting(phase_) || !full(); });
         --space_waiters_;
       }
       if (!ok) {
@@ -211,7 +200,7 @@ Future ClientCore::submit(std::string_view name, std::string args, const TaskOpt
                                  " is not taking them)");
       }
     }
-    if (phase_ != Phase::ready) {
+    if (!accepting(phase_)) {  // reconnecting: queued until the session is resumed
       lk.unlock();
       unreserve_pending();
       std::lock_guard relock(mu_);

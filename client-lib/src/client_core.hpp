@@ -1,6 +1,6 @@
 // The engine behind zexec::Client (internal): the user-facing side (submit, poll) in
 // client_core.cpp, the I/O thread that owns the sockets in io_loop.cpp, cancellation (both
-// sides) in cancel.cpp.
+// sides) in cancel.cpp, losing the daemon and resuming the session (I/O thread) in session.cpp.
 //
 // Sharing rule: user threads never touch a ZeroMQ socket. They hand work to the I/O thread
 // through mu_-guarded queues (outbox_, cancels_) and wake it through an eventfd, which zmq::poll
@@ -55,7 +55,10 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   bool on_io_thread() const noexcept override { return std::this_thread::get_id() == io_id_.load(); }
 
  private:
-  enum class Phase { connecting, ready, broken, closed };
+  // reconnecting: the daemon was lost but the session may be resumed (session.cpp): futures stay
+  // pending and submit() keeps queueing, as in ready.
+  enum class Phase { connecting, ready, reconnecting, broken, closed };
+  static bool accepting(Phase p) noexcept { return p == Phase::ready || p == Phase::reconnecting; }
 
   struct OutEntry {  // a submitted task not yet sent (its id and name are in the state)
     StatePtr state;
@@ -74,6 +77,7 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
     bool answered = false;
     std::string failure;  // set instead of an answer when the connection went away
     std::size_t cancelled = 0;
+    std::string frame;  // I/O thread only: the encoded `cancel`, sent again after a resume
   };
 
   // submit()'s deadline, read off the clock when first needed.
@@ -125,6 +129,20 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   void fail_everything(const std::string& reason, Phase phase, Failure kind = Failure::connection,
                        const std::string& code = {}) noexcept;
   void say_bye() noexcept;
+
+  // ---- I/O thread: losing the daemon, resuming the session (session.cpp) -----------------
+  void open_dealer();  // a fresh DEALER connecting to endpoint_, with its monitor (throws zmq)
+  void close_dealer(bool drop_unsent) noexcept;  // and its monitor
+  void read_monitor();
+  // The daemon is gone (silence, or its end of the DEALER closed): reconnect, or fail everything.
+  void daemon_lost(const std::string& why);
+  void reconnect_timers(Clock::time_point now);
+  void start_attempt();
+  void end_attempt(Clock::time_point now);  // give this DEALER up, try again after a backoff
+  void on_rewelcome(const proto::Welcome& w);
+  void note_accepted(std::uint64_t through) noexcept;
+  // The session outlives a lost connection: the daemon keeps a journal and we may reconnect.
+  bool keeps_session() const noexcept { return session_ != 0 && options_.reconnect_timeout.count() > 0; }
 
   const std::string endpoint_;
   const ClientOptions options_;
@@ -178,6 +196,26 @@ class ClientCore final : public StateOwner, public std::enable_shared_from_this<
   std::uint64_t ack_sent_ = 0;
   Clock::time_point last_send_, last_recv_;
   std::chrono::milliseconds heartbeat_{0};
+
+  // sessions (session.cpp)
+  zmq::socket_t monitor_;  // PAIR: the DEALER's ZMQ_EVENT_DISCONNECTED (zmq_socket_monitor)
+  std::uint64_t monitor_seq_ = 0;
+  std::uint64_t session_ = 0;  // the last welcome's; 0 = the daemon keeps no journal
+  std::string token_;
+  struct SentSubmit {
+    std::uint64_t highest;  // its last (highest) task id
+    std::string frame;
+  };
+  // Submit frames sent and not yet covered by accepted_through, in order: sent again after a
+  // resume. Every one holds an unfinished task, so max_pending and max_outbox bound it.
+  std::deque<SentSubmit> unaccepted_;
+  std::uint64_t accepted_through_ = 0;  // this session's (update.accepted_through, final events)
+  std::string lost_why_;                // why the daemon was lost (reconnecting)
+  std::string attempt_error_;           // the daemon's last `error` answering a reconnect hello
+  Clock::time_point give_up_at_, next_attempt_at_;
+  Clock::time_point welcome_by_{};  // the attempt's hello went out: give it up without welcome by then
+  std::chrono::milliseconds backoff_{0};
+  bool attempt_open_ = false;  // dealer_ is a reconnect attempt's
 };
 
 }  // namespace zexec::detail

@@ -10,7 +10,8 @@
 //
 // The connection breaks (fail_everything) when the daemon goes silent, refuses this client, or
 // sends a frame the client cannot decode: every unfinished future fails, submit() throws, and
-// the loop reads nothing more, waiting for close().
+// the loop reads nothing more, waiting for close(). A daemon with sessions (a journal) that
+// goes silent or closes the connection is reconnected to instead (session.cpp).
 #include <errno.h>
 #include <unistd.h>
 
@@ -43,11 +44,8 @@ void ClientCore::run() noexcept {
   close_results();  // the session is over: nothing more is read there
   say_bye();
   fail_everything("zexec::Client for " + endpoint_ + " was closed before the task finished", Phase::closed);
-  try {
-    // Whatever is still queued (bye included) may wait up to `linger` for the daemon to take it.
-    dealer_.close();
-  } catch (...) {
-  }
+  // Whatever is still queued (bye included) may wait up to `linger` for the daemon to take it.
+  close_dealer(false);
 }
 
 void ClientCore::loop() {
@@ -67,21 +65,32 @@ void ClientCore::loop() {
       continue;
     }
     bool want_out = !sendq_.empty() || (io_phase_ == Phase::ready && acked_upto_ > ack_sent_);
-    zmq::pollitem_t items[3] = {
-        {dealer_.handle(), 0, static_cast<short>(ZMQ_POLLIN | (want_out ? ZMQ_POLLOUT : 0)), 0},
-        {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-        {results_.handle(), 0, ZMQ_POLLIN, 0},
+    // Each socket that is open (between reconnect attempts there is no DEALER). A handler may
+    // close or replace a socket: one is read only if it is still the one polled.
+    zmq::pollitem_t items[4];
+    int n = 0;
+    items[n++] = {nullptr, wake_fd_, ZMQ_POLLIN, 0};
+    auto add = [&](zmq::socket_t& s, short events) {
+      if (!s.handle()) return -1;
+      items[n] = {s.handle(), 0, events, 0};
+      return n++;
     };
-    int n = results_.handle() ? 3 : 2;
+    const int i_dealer = add(dealer_, static_cast<short>(ZMQ_POLLIN | (want_out ? ZMQ_POLLOUT : 0)));
+    const int i_results = add(results_, ZMQ_POLLIN);
+    const int i_monitor = add(monitor_, ZMQ_POLLIN);
     try {
       zmq::poll(items, n, std::chrono::milliseconds(poll_timeout_ms(now)));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       throw;
     }
-    if (items[1].revents & ZMQ_POLLIN) drain_wake_fd();
-    if (items[0].revents & ZMQ_POLLIN) read_dealer();
-    if (n == 3 && (items[2].revents & ZMQ_POLLIN)) read_results();
+    auto ready = [&](int i, zmq::socket_t& s) {
+      return i >= 0 && (items[i].revents & ZMQ_POLLIN) && s.handle() == items[i].socket;
+    };
+    if (items[0].revents & ZMQ_POLLIN) drain_wake_fd();
+    if (ready(i_dealer, dealer_)) read_dealer();
+    if (ready(i_results, results_)) read_results();
+    if (ready(i_monitor, monitor_)) read_monitor();
   }
 }
 
@@ -115,6 +124,13 @@ int ClientCore::poll_timeout_ms(Clock::time_point now) const {
     next = std::min(next, last_send_ + heartbeat_);
     next = std::min(next, last_recv_ + 5 * heartbeat_ + std::chrono::milliseconds(1));
   }
+  if (io_phase_ == Phase::reconnecting) {
+    next = std::min(next, give_up_at_);
+    if (!attempt_open_)
+      next = std::min(next, next_attempt_at_);
+    else if (welcome_by_ != Clock::time_point{})
+      next = std::min(next, welcome_by_);
+  }
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
   return static_cast<int>(std::max<std::int64_t>(ms, 0));
 }
@@ -140,7 +156,8 @@ void ClientCore::take_work(bool& stop) {
       batch_.swap(outbox_);
       if (space_waiters_) space_cv_.notify_all();
     }
-    cancels.swap(cancels_);
+    // Reconnecting: they wait, and go once the session is resumed (after its resent submits).
+    if (io_phase_ != Phase::reconnecting) cancels.swap(cancels_);
   }
   // Submits go before the cancels taken in the same turn: a cancel never overtakes its task.
   std::size_t begin = 0;
@@ -156,13 +173,18 @@ void ClientCore::take_work(bool& stop) {
     if (count > 0) {
       std::string frame;
       proto::TaskListWriter w(frame, proto::Type::submit, static_cast<std::uint32_t>(count));
+      std::uint64_t highest = 0;
       for (std::size_t i = begin; i < end; ++i) {
         OutEntry& e = batch_[i];
         if (!e.state) continue;
         const std::uint64_t id = e.state->id();
         w.add(id, e.state->task_name(), e.args, e.options);
         inflight_.insert(id, std::move(e.state));
+        highest = std::max(highest, id);
       }
+      // Kept until the daemon says it is on disk, to send again after a resume (PROTOCOL.md §3,
+      // Acceptance). Without a session nothing is ever accepted: nothing is kept.
+      if (keeps_session()) unaccepted_.push_back(SentSubmit{highest, frame});
       sendq_.push_back(std::move(frame));
     }
     begin = end;
@@ -197,13 +219,13 @@ void ClientCore::flush() {
 }
 
 void ClientCore::timers(Clock::time_point now) {
+  if (io_phase_ == Phase::reconnecting) return reconnect_timers(now);
   if (io_phase_ != Phase::ready) return;
   if (heartbeat_.count() > 0) {
     if (now - last_recv_ > 5 * heartbeat_) {
-      fail_everything("lost connection to zexecd at " + endpoint_ + ": nothing heard for " +
-                          format_seconds(now - last_recv_) + " (heartbeat " +
-                          std::to_string(heartbeat_.count()) + " ms)",
-                      Phase::broken, Failure::daemon_lost);
+      daemon_lost("lost connection to zexecd at " + endpoint_ + ": nothing heard for " +
+                  format_seconds(now - last_recv_) + " (heartbeat " + std::to_string(heartbeat_.count()) +
+                  " ms)");
       return;
     }
     if (now - last_send_ >= heartbeat_ && sendq_.empty()) {
@@ -216,7 +238,9 @@ void ClientCore::timers(Clock::time_point now) {
 }
 
 void ClientCore::say_bye() noexcept {
-  if (io_phase_ == Phase::broken) {
+  // Reconnecting with no hello out on this DEALER: nobody would take a bye either.
+  if (io_phase_ == Phase::broken ||
+      (io_phase_ == Phase::reconnecting && (!dealer_.handle() || !hello_sent_))) {
     // The daemon is gone or forgot us: nobody would take a bye, so do not linger for it.
     try {
       dealer_.set(zmq::sockopt::linger, 0);
@@ -269,7 +293,8 @@ bool ClientCore::receive(zmq::socket_t& s, const char* what, std::optional<proto
 
 void ClientCore::read_dealer() {
   std::optional<proto::Message> m;
-  for (int i = 0; i < kReadBudget && receive(dealer_, "undecodable message", m); ++i)
+  // (A reconnect attempt refused by the daemon closes the DEALER.)
+  for (int i = 0; i < kReadBudget && dealer_.handle() && receive(dealer_, "undecodable message", m); ++i)
     if (m) on_dealer_message(*m);
 }
 
@@ -301,6 +326,8 @@ void ClientCore::open_results_socket(const proto::Welcome& w) {
   results_.set(zmq::sockopt::maxmsgsize, proto::kMaxMessageBytes);
   results_.connect(ep);
   heartbeat_ = std::chrono::milliseconds(w.heartbeat_ms);
+  session_ = w.session;
+  token_ = w.token;
   io_phase_ = Phase::ready;
   {
     std::lock_guard lk(done_mu_);
@@ -317,6 +344,7 @@ void ClientCore::open_results_socket(const proto::Welcome& w) {
 
 void ClientCore::on_dealer_message(proto::Message& m) {
   if (auto* w = std::get_if<proto::Welcome>(&m)) {
+    if (io_phase_ == Phase::reconnecting) return on_rewelcome(*w);
     if (io_phase_ != Phase::connecting) return;  // we said hello once; a stray welcome changes nothing
     try {
       open_results_socket(*w);
@@ -331,6 +359,18 @@ void ClientCore::on_dealer_message(proto::Message& m) {
   if (std::holds_alternative<proto::Heartbeat>(m)) return;
   if (auto* e = std::get_if<proto::Error>(&m)) {
     std::string text = daemon_error_text(endpoint_, e->code, e->message);
+    if (io_phase_ == Phase::reconnecting) {  // a refused reconnect hello: try again, until the timeout
+      set_last_error(text);
+      attempt_error_ = std::move(text);
+      end_attempt(Clock::now());
+      return;
+    }
+    if (io_phase_ == Phase::ready && e->code == "unknown_client" && keeps_session()) {
+      // The daemon forgot this connection (it did not hear from us for client_timeout_ms), not
+      // necessarily the session (PROTOCOL.md §3, Client timeout, Sessions): resume it.
+      daemon_lost(text);
+      return;
+    }
     // Any refusal of the hello, or a code that leaves tasks no other way to settle: the end of
     // the connection. Any other code (bad_message, duplicate_task_id, one from a newer daemon)
     // is kept as last_error: forward compatible, and nothing to attribute it to.
@@ -345,6 +385,7 @@ void ClientCore::on_dealer_message(proto::Message& m) {
 }
 
 void ClientCore::on_update(proto::Update& u) {
+  note_accepted(u.accepted_through);
   // The daemon resends unacknowledged updates when an ack is late: apply each seq once.
   if (u.seq <= acked_upto_ || seen_ahead_.count(u.seq)) {
     // A resend of what we acked: that ack may have been lost. Say it again, or the daemon keeps
@@ -374,6 +415,7 @@ void ClientCore::apply_event(proto::Event& e) {
     if (StatePtr* s = inflight_.find(e.task_id)) (*s)->set_running();
     return;
   }
+  note_accepted(e.task_id);  // a final event: its submit was accepted (and every earlier one)
   StatePtr s;
   if (!inflight_.take(e.task_id, s)) return;  // already final (a resent update, or failed locally)
   switch (e.kind) {
@@ -396,6 +438,7 @@ void ClientCore::fail_everything(const std::string& reason, Phase phase, Failure
   states.reserve(inflight_.size());
   inflight_.for_each([&](std::uint64_t, StatePtr& s) { states.push_back(std::move(s)); });
   inflight_.clear();
+  unaccepted_.clear();
   bool report = false;
   {
     std::lock_guard lk(mu_);

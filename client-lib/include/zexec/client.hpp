@@ -15,8 +15,13 @@
 // its own callbacks.
 //
 // Liveness: the daemon heartbeats; if nothing arrives for 5 x heartbeat_ms every unfinished
-// future fails with ConnectionError ("lost connection to zexecd ..."), so no waiter hangs. The
-// client does not reconnect: create a new Client.
+// future fails with ConnectionError ("lost connection to zexecd ..."), so no waiter hangs.
+// A daemon that keeps a journal (zexecd --journal) gives the client a session that survives a
+// restart (docs/PROTOCOL.md §3, Sessions): on losing it (silence, or the daemon closing the
+// connection) the client reconnects for up to ClientOptions::reconnect_timeout, futures staying
+// pending and submit() queueing meanwhile (connected() is false), resumes the session and sends
+// again the tasks the daemon had not yet accepted. Without a journal it does not reconnect:
+// create a new Client.
 #pragma once
 
 #include <chrono>
@@ -60,6 +65,13 @@ struct ClientOptions {
   // aborts the wait at once with ConnectionError(message). (Executor uses it to notice a daemon
   // that exited during start-up instead of waiting out the whole connect_timeout.)
   std::function<std::optional<std::string>()> abort_connect;
+  // With a daemon that keeps sessions (a journal): how long to keep reconnecting after losing
+  // it before every unfinished future fails with ConnectionError ("... could not reconnect
+  // within N s"). Meanwhile futures stay pending and submit() queues into the outbox. A daemon
+  // that answers but no longer knows the session fails the tasks it had been sent
+  // (ConnectionError "... did not resume this client's session ...") and the client goes on
+  // with a new session. 0 = do not reconnect: fail at once, as without a journal.
+  std::chrono::milliseconds reconnect_timeout{60000};
 };
 
 // Per-task options, sent in the task's options map (docs/PROTOCOL.md §3); 0 = the default.
@@ -137,6 +149,7 @@ class ZEXEC_API Client {
   // False once the connection was lost or the client was closed. Lost includes a frame from the
   // daemon this client cannot decode (another protocol version, garbage): every unfinished
   // future fails with ConnectionError naming it, and later submits throw ConnectionError.
+  // Also false while reconnecting to resume a session (ClientOptions::reconnect_timeout).
   bool connected() const;
 
   const std::string& endpoint() const;
