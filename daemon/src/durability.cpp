@@ -365,7 +365,10 @@ void Broker::replay_journal() {
       if (spec.id <= skip_through) continue;  // a resend: on_submit skipped it too
       if (c->tasks.find(spec.id) || batch_of[b.session].count(spec.id)) continue;  // a duplicate
       batch_of[b.session][spec.id] = slot;
-      if (gone.count(spec.id)) continue;
+      if (gone.count(spec.id)) {
+        c->cancelled.insert(spec.id);  // a cancel sent again (its reply lost) still hears `cancelled`
+        continue;
+      }
       if (auto e = done.find(spec.id); e != done.end()) {
         push_event(*c, std::move(e->second), slot);
         done.erase(e);
