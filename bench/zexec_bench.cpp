@@ -65,7 +65,8 @@ std::string journal_dir() {
 // Starts zexecd with `workers` stock workers on a private endpoint of `transport`; with
 // `journal` (full or normal) it keeps a journal of that sync in a fresh folder.
 std::unique_ptr<Daemon> start_daemon(const std::string& transport, int workers,
-                                     const std::vector<std::string>& extra = {}, const std::string& journal = {}) {
+                                     const std::vector<std::string>& extra = {},
+                                     const std::string& journal = {}) {
   auto d = std::make_unique<Daemon>();
   std::string endpoint;
   if (transport == "ipc") {
@@ -271,7 +272,8 @@ int fsync_latency(const Args& a) {
   std::vector<double> us;
   for (long i = 0; i < count; ++i) {
     auto t0 = Clock::now();
-    if (::pwrite(fd, block.data(), block.size(), static_cast<off_t>((i % 64) * 4096)) != 4096 || ::fdatasync(fd) != 0)
+    if (::pwrite(fd, block.data(), block.size(), static_cast<off_t>((i % 64) * 4096)) != 4096 ||
+        ::fdatasync(fd) != 0)
       bench::die("write + fdatasync failed in " + dir);
     us.push_back(bench::seconds_since(t0) * 1e6);
   }

@@ -52,6 +52,14 @@ def expected_rows():
         rows.append((("7", "zexec ipc no-op, %d worker%s, 1 client" % (w, "s" if w > 1 else "")), set()))
     for c in (1, 4, 16):
         rows.append((("7", "zexec ipc no-op, 2 workers, %d client%s" % (c, "s" if c > 1 else "")), set()))
+    # The journal: its full rows carry the targets (against the in-memory §2 rows).
+    for sync in ("full", "normal"):
+        target = {"target"} if sync == "full" else set()
+        rows.append((("8", "zexec ipc no-op, journal_sync = %s: submit + as_completed" % sync), target))
+        rows.append((("8", "zexec ipc no-op, journal_sync = %s: round trip median" % sync), target))
+        rows.append((("8", "zexec ipc no-op, journal_sync = %s: round trip p99" % sync), set()))
+    rows.append((("8", "the journal's disk: 4 KiB write + fdatasync, median"), set()))
+    rows.append((("8", "the journal's disk: 4 KiB write + fdatasync, p99"), set()))
     return rows
 
 

@@ -139,6 +139,7 @@ void Broker::note_retry(const Task& t) {
   if (!c || t.batch == kNoBatch) return;
   log_->add_note(LogKind::retry, c->session,
                  pack_array(t.client_task_id, t.attempts, t.errors_seen, t.crashes_seen), {t.batch});
+  commit_soon_ = true;  // rare, and a restart must not hand it a retry it already had
 }
 
 void Broker::acked(Client& c, const Client::Sent& s) {

@@ -38,8 +38,9 @@ std::string Broker::status_body() const {
     pk.pack_nil();  // in memory only
   } else {
     JournalStats js = log_->stats();
-    pk.pack_map(7);
+    pk.pack_map(8);
     kv(pk, "path", log_->path());
+    kv(pk, "uncommitted", log_->pending());  // records waiting for the next group commit
     kv(pk, "records", js.records);
     kv(pk, "commits", js.commits);
     kv(pk, "commit_failures", js.commit_failures);

@@ -91,6 +91,12 @@ class Raw:
         self.dealer.close()
 
 
+def committed(endpoint):
+    """Waits until the daemon has nothing waiting for its next group commit (which comes within
+    a few ms): what it did so far is on disk, so a SIGKILL now loses none of it."""
+    wait_for(lambda: not status_of(endpoint)["journal"]["uncommitted"], timeout=10, what="the group commit")
+
+
 def sleep_args(seconds):
     return msgpack.packb([seconds])
 
@@ -181,6 +187,7 @@ def test_a_quarantined_task_stays_quarantined(start_daemon, place):
     c.submit([p.Task(1, "crashy", msgpack.packb([10]), {"crash_retries": 5})])
     c.read_until(lambda: 1 in c.final, ack=False, what="the quarantine")  # never acknowledged
     assert c.final[1][0].error_type == "Quarantined"
+    committed(d.endpoint)  # (a result's record rides with the next group: a kill before may lose it)
     d.kill()
     c.close()
     d2 = start(start_daemon, place, "--quarantine-after", "2", workers=1)
@@ -372,3 +379,40 @@ def test_a_full_disk_refuses_submits_and_loses_nothing_accepted(start_daemon, pl
         d2.stop()
     finally:
         subprocess.run(["umount", "-l", disk])
+
+
+def test_a_task_that_may_have_run_sees_a_higher_attempt_after_a_restart(start_daemon, place):
+    d = start(start_daemon, place, workers=1)
+    c = Raw(d.endpoint)
+    # flaky(1) returns the run's attempt number at once: it is the one that may run twice.
+    c.submit([p.Task(1, "flaky", msgpack.packb([1]))])
+    c.read_until(lambda: 1 in c.started or 1 in c.final, what="task 1 at a worker")
+    d.kill()
+    c.close()
+    d2 = start(start_daemon, place, workers=1)
+    r = Raw(d2.endpoint, c.welcome.session, c.welcome.token)
+    r.read_until(lambda: 1 in r.final, what="task 1 again")
+    if 1 not in c.final:  # the first result never left: the run after the restart is the second
+        assert msgpack.unpackb(r.final[1][0].value) == 2
+    r.close(bye=True)
+
+
+def test_retry_counts_survive_a_restart(start_daemon, place):
+    d = start(start_daemon, place, workers=1)
+    c = Raw(d.endpoint)
+    # flaky(4) raises on runs 1-3. One retry, with a long backoff: killed while it waits for it.
+    c.submit([p.Task(1, "flaky", msgpack.packb([4]), {"retries": 1, "retry_backoff_ms": 60000})])
+    wait_for(lambda: c.status()["totals"]["retried"] == 1, timeout=10, what="the retry")
+    committed(d.endpoint)
+    d.kill()
+    c.close()
+    d2 = start(start_daemon, place, workers=1)
+    r = Raw(d2.endpoint, c.welcome.session, c.welcome.token)
+    r.read_until(lambda: 1 in r.final, timeout=30, what="task 1's outcome")
+    # Its one retry is spent, so the run after the restart (its third: the restart counts a run
+    # that may have happened) is its last, and its error is final. Had the restart forgotten
+    # the retry, it would wait out another backoff of minutes instead.
+    e = r.final[1][0]
+    assert e.kind == FAILED and "(attempt 3)" in e.error_message, e
+    assert r.status()["totals"]["retried"] == 0
+    r.close(bye=True)
