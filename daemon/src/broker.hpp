@@ -99,7 +99,6 @@ struct Client {
   std::size_t sent_unjournaled = 0;    // the last this many of `unacked` are not in it yet
   std::uint64_t accepted_through = 0;  // highest task id of a committed batch
   std::uint64_t told_accepted = 0;     // the accepted_through its last update said
-  std::vector<std::uint32_t> batches;  // its batches (some may be forgotten since: batch_live)
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only

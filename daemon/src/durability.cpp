@@ -99,9 +99,6 @@ void Broker::stash_submit(Client& c, proto::Submit& m, std::string_view frame) {
   std::memcpy(record.data(), &skip_through, 8);
   record.append(frame);
   std::uint32_t batch = log_->add_batch(c.session, record);
-  if (batch != kNoBatch) c.batches.push_back(batch);
-  if (c.batches.size() > 64 && c.batches.size() > 2 * log_->live_batches())
-    std::erase_if(c.batches, [&](std::uint32_t b) { return !log_->batch_live(b); });
   stashed_.push_back(Stashed{c.id, std::move(m), batch, skip_through});
   commit_soon_ = true;
 }
@@ -257,7 +254,7 @@ void Broker::detach_client(Client& c, const char* why) {
 
 void Broker::end_session(Client& c) {
   if (!log_ || c.session == 0) return;
-  log_->end_session(c.session, c.batches);
+  log_->end_session(c.session);
   client_by_session_.erase(c.session);
 }
 
@@ -346,8 +343,7 @@ void Broker::replay_journal() {
       ++orphans;
       continue;
     }
-    std::uint32_t slot = log_->adopt_batch(b.record);
-    c->batches.push_back(slot);
+    std::uint32_t slot = log_->adopt_batch(b.record, b.session);
     std::uint64_t skip_through = 0;
     if (b.frame.size() >= 8) std::memcpy(&skip_through, b.frame.data(), 8);
     proto::Decoded d =

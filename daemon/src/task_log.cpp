@@ -5,7 +5,7 @@
 
 namespace zexecd {
 
-std::uint32_t TaskLog::new_batch(std::int64_t record) {
+std::uint32_t TaskLog::new_batch(std::int64_t record, std::uint64_t session) {
   std::uint32_t b;
   if (!free_batches_.empty()) {
     b = free_batches_.back();
@@ -15,6 +15,7 @@ std::uint32_t TaskLog::new_batch(std::int64_t record) {
     batches_.emplace_back();
   }
   batches_[b].record = record;
+  batches_[b].session = session;
   batches_[b].live = 0;
   batches_[b].notes.clear();
   ++live_batches_;
@@ -47,11 +48,11 @@ void TaskLog::add_session(std::uint64_t session, std::string_view bytes) {
   write([&] { journal_.append(static_cast<std::uint32_t>(LogKind::session), session, bytes); });
 }
 
-void TaskLog::end_session(std::uint64_t session, const std::vector<std::uint32_t>& batches) {
+void TaskLog::end_session(std::uint64_t session) {
   opening();
   write([&] { journal_.forget_owner(session); });
-  for (std::uint32_t b : batches) {
-    if (!batch_live(b)) continue;
+  for (std::uint32_t b = 0; b < batches_.size(); ++b) {
+    if (batches_[b].record == 0 || batches_[b].session != session) continue;
     for (std::uint32_t n : batches_[b].notes)
       if (notes_[n].record != 0 && --notes_[n].batches == 0) {
         notes_[n].record = 0;
@@ -69,7 +70,7 @@ std::uint32_t TaskLog::add_batch(std::uint64_t session, std::string_view frame) 
   std::int64_t record = 0;
   if (!write([&] { record = journal_.append(static_cast<std::uint32_t>(LogKind::batch), session, frame); }))
     return kNoBatch;
-  return new_batch(record);
+  return new_batch(record, session);
 }
 
 void TaskLog::task_done(std::uint32_t batch) {
@@ -119,8 +120,8 @@ void TaskLog::read_all(const std::function<void(const Replayed&)>& fn) {
   });
 }
 
-std::uint32_t TaskLog::adopt_batch(std::int64_t record) {
-  return new_batch(record);
+std::uint32_t TaskLog::adopt_batch(std::int64_t record, std::uint64_t session) {
+  return new_batch(record, session);
 }
 
 void TaskLog::adopt_note(std::int64_t record, const std::vector<std::uint32_t>& batches) {

@@ -38,7 +38,7 @@ class TaskLog {
 
   void add_session(std::uint64_t session, std::string_view bytes);
   // Forgets every record of the session (its end: bye, session timeout) and its batches' counts.
-  void end_session(std::uint64_t session, const std::vector<std::uint32_t>& batches);
+  void end_session(std::uint64_t session);
 
   // A submit frame as received; its slot counts the tasks that live on (batch_task). kNoBatch
   // when it could not be written (failure()).
@@ -82,7 +82,7 @@ class TaskLog {
     std::string_view bytes;
   };
   void read_all(const std::function<void(const Replayed&)>& fn);
-  std::uint32_t adopt_batch(std::int64_t record);
+  std::uint32_t adopt_batch(std::int64_t record, std::uint64_t session);
   void adopt_note(std::int64_t record, const std::vector<std::uint32_t>& batches);
   void forget_record(std::int64_t record) {
     opening();
@@ -94,6 +94,7 @@ class TaskLog {
  private:
   struct Batch {
     std::int64_t record = 0;  // 0 = free slot
+    std::uint64_t session = 0;
     std::uint32_t live = 0;
     std::vector<std::uint32_t> notes;  // note slots that speak of it
   };
@@ -101,7 +102,7 @@ class TaskLog {
     std::int64_t record = 0;    // 0 = free slot
     std::uint32_t batches = 0;  // live batches it speaks of
   };
-  std::uint32_t new_batch(std::int64_t record);
+  std::uint32_t new_batch(std::int64_t record, std::uint64_t session);
   std::uint32_t new_note(std::int64_t record, const std::vector<std::uint32_t>& batches);
   void forget_batch(std::uint32_t b);
 

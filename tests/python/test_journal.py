@@ -416,3 +416,23 @@ def test_retry_counts_survive_a_restart(start_daemon, place):
     assert e.kind == FAILED and "(attempt 3)" in e.error_message, e
     assert r.status()["totals"]["retried"] == 0
     r.close(bye=True)
+
+
+def test_one_session_ending_leaves_the_others_records_alone(start_daemon, place):
+    # The journal's slots for batches are reused: A's first batch is done and forgotten, B's
+    # takes its place; A's bye must forget A's records only, and B's count goes on.
+    d = start(start_daemon, place, workers=1)
+    a = Raw(d.endpoint)
+    a.submit([p.Task(1, "echo", msgpack.packb([1]))])
+    a.read_until(lambda: 1 in a.final, what="A's task")
+    committed(d.endpoint)
+    b = Raw(d.endpoint)
+    b.submit([p.Task(1, "sleep", sleep_args(0.3))] + [p.Task(i, "echo", msgpack.packb([i])) for i in (2, 3)])
+    b.read_until(lambda: b.accepted == 3, what="B's acceptance")
+    a.close(bye=True)
+    b.read_until(lambda: {1, 2, 3} <= set(b.final), what="B's results")
+    # B's batch is forgotten once its tasks are acknowledged: only B's session record is left.
+    wait_for(lambda: status_of(d.endpoint)["journal"]["records"] == 1, timeout=10,
+             what="B's batch forgotten after its acks")
+    b.close(bye=True)
+    wait_for(lambda: status_of(d.endpoint)["journal"]["records"] == 0, timeout=10, what="an empty journal")
