@@ -48,6 +48,9 @@ using zexec::detail::send_rest;
 inline constexpr int kReadBudget = 256;
 // A client not taking its results gets no more tasks run: its undelivered events are bounded.
 inline constexpr std::size_t kMaxOutboxEvents = 100000;
+// With a journal: how long an acceptance waits for an update with events to carry it before an
+// update of its own tells it (one message less each way per round trip of a short task).
+inline constexpr auto kTellAcceptedAfter = std::chrono::milliseconds(10);
 // With a journal: how long records that nothing waits for (final events) wait for the next
 // group commit (durability.cpp).
 inline constexpr auto kCommitWindow = std::chrono::milliseconds(2);
@@ -99,6 +102,7 @@ struct Client {
   std::size_t sent_unjournaled = 0;    // the last this many of `unacked` are not in it yet
   std::uint64_t accepted_through = 0;  // highest task id of a committed batch
   std::uint64_t told_accepted = 0;     // the accepted_through its last update said
+  Clock::time_point accepted_moved{};  // when accepted_through went past told_accepted
 };
 
 // A pool as routing sees it: the task names its workers run (Gearman's CAN_DO). A task goes only
@@ -169,6 +173,9 @@ class Broker {
   void post_event(Task& t, zexec::proto::Event&& e);  // queue an event for the task's client
   void flush_client(Client& c, Clock::time_point now);
   void flush_clients(Clock::time_point now);
+  static bool tell_accepted_due(const Client& c, Clock::time_point now) {
+    return c.accepted_through > c.told_accepted && now - c.accepted_moved >= kTellAcceptedAfter;
+  }
   Clock::time_point client_timers(Clock::time_point now);  // returns its next deadline
   void finish_cancel(int req_index);
   Client* find_client(std::uint64_t id);

@@ -209,7 +209,10 @@ Handle Broker::new_task(Client& c, proto::TaskSpec& spec, std::uint32_t batch) {
 void Broker::on_submit(Client& c, proto::Submit& m, std::uint32_t batch, std::uint64_t skip_through) {
   if (batch == kNoBatch && refuse_backlogged(c, m)) return;  // (with a journal: stash_submit did)
   for (auto& spec : m.tasks) {
-    if (batch != kNoBatch) c.accepted_through = std::max(c.accepted_through, spec.id);
+    if (batch != kNoBatch && spec.id > c.accepted_through) {
+      if (c.accepted_through == c.told_accepted) c.accepted_moved = Clock::now();  // (tell_accepted_due)
+      c.accepted_through = spec.id;
+    }
     if (spec.id <= skip_through) continue;  // sent again after a resume: accepted already
     if (c.tasks.find(spec.id)) {
       // Not an event: an event for this id would settle the first task's future.

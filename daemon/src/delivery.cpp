@@ -81,8 +81,7 @@ void Broker::flush_client(Client& c, Clock::time_point now) {
       c.held.reset();
       c.last_sent = now;
     }
-    bool tell_accepted = c.accepted_through > c.told_accepted;
-    if ((c.outbox.empty() && !tell_accepted) ||
+    if ((c.outbox.empty() && !tell_accepted_due(c, now)) ||
         c.unacked.size() >= static_cast<std::size_t>(opts_.max_unacked_updates))
       return;
     // One update carries as many events as fit, so a burst of results costs one message. (With
@@ -122,7 +121,7 @@ void Broker::flush_client(Client& c, Clock::time_point now) {
 
 void Broker::flush_clients(Clock::time_point now) {
   for (auto& [id, c] : clients_)
-    if ((!c->outbox.empty() || c->accepted_through > c->told_accepted) && !c->held) flush_client(*c, now);
+    if ((!c->outbox.empty() || tell_accepted_due(*c, now)) && !c->held) flush_client(*c, now);
 }
 
 // Each client on the heartbeat and timeout its welcome gave it: a reload changes them only for
@@ -156,6 +155,10 @@ Clock::time_point Broker::client_timers(Clock::time_point now) {
       for (auto& s : c->unacked)
         if (!send_now(c->results, zmq::buffer(s.frame))) break;
       c->oldest_unacked_sent = now;
+    }
+    if (c->accepted_through > c->told_accepted) {
+      if (tell_accepted_due(*c, now) && !c->held) flush_client(*c, now);
+      next = std::min(next, c->accepted_moved + kTellAcceptedAfter);
     }
     // Its next heartbeat and its timeout: the loop's own fallback is the heartbeat_ms in force,
     // which may be longer than this client's.

@@ -132,6 +132,8 @@ Journal::Journal(std::string path, JournalSync sync) : path_(std::move(path)), s
     insert_ = prepare("INSERT INTO records(kind, owner, bytes) VALUES (?, ?, ?)");
     erase_ = prepare("DELETE FROM records WHERE id = ?");
     erase_owner_ = prepare("DELETE FROM records WHERE owner = ?");
+    begin_ = prepare("BEGIN IMMEDIATE");
+    commit_ = prepare("COMMIT");
     int qrc = 0;
     stats_.records = static_cast<std::uint64_t>(query_int(db_, "SELECT count(*) FROM records", qrc));
     if (qrc != SQLITE_OK) fail(qrc, "counting its records");
@@ -140,6 +142,8 @@ Journal::Journal(std::string path, JournalSync sync) : path_(std::move(path)), s
     sqlite3_finalize(insert_);
     sqlite3_finalize(erase_);
     sqlite3_finalize(erase_owner_);
+    sqlite3_finalize(begin_);
+    sqlite3_finalize(commit_);
     sqlite3_close(db_);
     db_ = nullptr;
     throw;
@@ -151,6 +155,8 @@ Journal::~Journal() {
   sqlite3_finalize(insert_);
   sqlite3_finalize(erase_);
   sqlite3_finalize(erase_owner_);
+  sqlite3_finalize(begin_);
+  sqlite3_finalize(commit_);
   sqlite3_close(db_);
 }
 
@@ -212,7 +218,9 @@ void Journal::check_usable() const {
 
 void Journal::begin_group() {
   check_usable();
-  exec("BEGIN IMMEDIATE");
+  int rc = sqlite3_step(begin_);
+  sqlite3_reset(begin_);
+  if (rc != SQLITE_DONE) fail(rc, "BEGIN IMMEDIATE");
   in_group_ = true;
   group_delta_ = 0;
 }
@@ -266,8 +274,9 @@ void Journal::forget_owner(std::uint64_t owner) {
 
 void Journal::commit() {
   if (!in_group_) return;
-  int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) {
+  int rc = sqlite3_step(commit_);
+  sqlite3_reset(commit_);
+  if (rc != SQLITE_DONE) {
     ++stats_.commit_failures;
     rollback_group();
     fail(rc, "committing");

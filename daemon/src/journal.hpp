@@ -117,6 +117,8 @@ class Journal {
   sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* erase_ = nullptr;
   sqlite3_stmt* erase_owner_ = nullptr;
+  sqlite3_stmt* begin_ = nullptr;  // (prepared once: sqlite3_exec would parse them every group)
+  sqlite3_stmt* commit_ = nullptr;
   bool open_ = false;  // past the constructor: an io failure from here on breaks the journal
   bool in_group_ = false;
   std::string broken_;  // why the journal takes no more writes (after an io failure), or ""

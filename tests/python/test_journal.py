@@ -436,3 +436,4 @@ def test_one_session_ending_leaves_the_others_records_alone(start_daemon, place)
              what="B's batch forgotten after its acks")
     b.close(bye=True)
     wait_for(lambda: status_of(d.endpoint)["journal"]["records"] == 0, timeout=10, what="an empty journal")
+
