@@ -248,28 +248,24 @@ std::int64_t Journal::append(std::uint32_t kind, std::uint64_t owner, std::strin
   return sqlite3_last_insert_rowid(db_);
 }
 
-void Journal::forget(std::int64_t id) {
+void Journal::erase(sqlite3_stmt* s, std::int64_t key, const char* doing) {
   if (!in_group_) begin_group();
-  sqlite3_bind_int64(erase_, 1, id);
-  int rc = sqlite3_step(erase_);
-  sqlite3_reset(erase_);
+  sqlite3_bind_int64(s, 1, key);
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
   if (rc != SQLITE_DONE) {
     rollback_group();
-    fail(rc, "forgetting a record");
+    fail(rc, doing);
   }
   group_delta_ -= sqlite3_changes(db_);
 }
 
+void Journal::forget(std::int64_t id) {
+  erase(erase_, id, "forgetting a record");
+}
+
 void Journal::forget_owner(std::uint64_t owner) {
-  if (!in_group_) begin_group();
-  sqlite3_bind_int64(erase_owner_, 1, static_cast<sqlite3_int64>(owner));
-  int rc = sqlite3_step(erase_owner_);
-  sqlite3_reset(erase_owner_);
-  if (rc != SQLITE_DONE) {
-    rollback_group();
-    fail(rc, "forgetting a session's records");
-  }
-  group_delta_ -= sqlite3_changes(db_);
+  erase(erase_owner_, static_cast<std::int64_t>(owner), "forgetting a session's records");
 }
 
 void Journal::commit() {

@@ -107,6 +107,7 @@ class Journal {
   void exec(const char* sql);
   sqlite3_stmt* prepare(const char* sql);
   void begin_group();
+  void erase(sqlite3_stmt* s, std::int64_t key, const char* doing);  // a DELETE, in the group
   void rollback_group();
   void check_writable();
   void check_format();

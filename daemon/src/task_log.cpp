@@ -5,15 +5,22 @@
 
 namespace zexecd {
 
-std::uint32_t TaskLog::new_batch(std::int64_t record, std::uint64_t session) {
-  std::uint32_t b;
-  if (!free_batches_.empty()) {
-    b = free_batches_.back();
-    free_batches_.pop_back();
-  } else {
-    b = static_cast<std::uint32_t>(batches_.size());
-    batches_.emplace_back();
+namespace {
+// A free slot of a slab (its free list first), for a batch or a note.
+template <class T>
+std::uint32_t take_slot(std::vector<T>& slab, std::vector<std::uint32_t>& free) {
+  if (free.empty()) {
+    slab.emplace_back();
+    return static_cast<std::uint32_t>(slab.size() - 1);
   }
+  std::uint32_t slot = free.back();
+  free.pop_back();
+  return slot;
+}
+}  // namespace
+
+std::uint32_t TaskLog::new_batch(std::int64_t record, std::uint64_t session) {
+  std::uint32_t b = take_slot(batches_, free_batches_);
   batches_[b].record = record;
   batches_[b].session = session;
   batches_[b].live = 0;
@@ -23,14 +30,7 @@ std::uint32_t TaskLog::new_batch(std::int64_t record, std::uint64_t session) {
 }
 
 std::uint32_t TaskLog::new_note(std::int64_t record, const std::vector<std::uint32_t>& batches) {
-  std::uint32_t n;
-  if (!free_notes_.empty()) {
-    n = free_notes_.back();
-    free_notes_.pop_back();
-  } else {
-    n = static_cast<std::uint32_t>(notes_.size());
-    notes_.emplace_back();
-  }
+  std::uint32_t n = take_slot(notes_, free_notes_);
   notes_[n] = Note{record, 0};
   std::vector<std::uint32_t> distinct = batches;
   std::sort(distinct.begin(), distinct.end());
