@@ -97,6 +97,9 @@ void TaskLog::forget_batch(std::uint32_t b) {
 
 void TaskLog::add_note(LogKind kind, std::uint64_t session, std::string_view bytes,
                        const std::vector<std::uint32_t>& batches) {
+  // A note about no live batch (an update of started events only, events of tasks never
+  // accepted) would say nothing to a replay, and nothing would ever forget it.
+  if (std::none_of(batches.begin(), batches.end(), [&](std::uint32_t b) { return batch_live(b); })) return;
   opening();
   std::int64_t record = 0;
   if (write([&] { record = journal_.append(static_cast<std::uint32_t>(kind), session, bytes); }))

@@ -54,7 +54,8 @@ class TaskLog {
     return batch < batches_.size() && batches_[batch].record != 0;
   }
 
-  // A settled, cancelled or retry record about tasks of `batches` (duplicates allowed).
+  // A settled, cancelled or retry record about tasks of `batches` (duplicates allowed); none
+  // when no batch of them is live (it would speak of nothing).
   void add_note(LogKind kind, std::uint64_t session, std::string_view bytes,
                 const std::vector<std::uint32_t>& batches);
 

@@ -437,3 +437,19 @@ def test_one_session_ending_leaves_the_others_records_alone(start_daemon, place)
     b.close(bye=True)
     wait_for(lambda: status_of(d.endpoint)["journal"]["records"] == 0, timeout=10, what="an empty journal")
 
+
+
+def test_updates_of_started_events_leave_no_record(start_daemon, place):
+    # An update with only `started` events speaks of no task's outcome: never acknowledged,
+    # it must still not stay in the journal (nothing would forget it before the session ends).
+    d = start(start_daemon, place, workers=1)
+    c = Raw(d.endpoint)
+    c.submit([p.Task(1, "sleep", sleep_args(2.0))])  # (task 2 waits behind it: one worker)
+    c.read_until(lambda: 1 in c.started, ack=False, what="task 1 started")  # not acknowledged
+    c.submit([p.Task(2, "echo", msgpack.packb([2]))])  # a commit while that update is unacknowledged
+    c.read_until(lambda: c.accepted == 2, ack=False, what="task 2 accepted")
+    committed(d.endpoint)
+    assert status_of(d.endpoint)["journal"]["records"] == 3  # the session and the two batches
+    c.read_until(lambda: {1, 2} <= set(c.final), what="the results")
+    wait_for(lambda: status_of(d.endpoint)["journal"]["records"] == 1, timeout=10, what="the batch forgotten")
+    c.close(bye=True)
