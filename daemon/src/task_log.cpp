@@ -51,18 +51,8 @@ void TaskLog::add_session(std::uint64_t session, std::string_view bytes) {
 void TaskLog::end_session(std::uint64_t session) {
   opening();
   write([&] { journal_.forget_owner(session); });
-  for (std::uint32_t b = 0; b < batches_.size(); ++b) {
-    if (batches_[b].record == 0 || batches_[b].session != session) continue;
-    for (std::uint32_t n : batches_[b].notes)
-      if (notes_[n].record != 0 && --notes_[n].batches == 0) {
-        notes_[n].record = 0;
-        free_notes_.push_back(n);
-      }
-    batches_[b].record = 0;
-    batches_[b].notes.clear();
-    free_batches_.push_back(b);
-    --live_batches_;
-  }
+  for (std::uint32_t b = 0; b < batches_.size(); ++b)
+    if (batches_[b].record != 0 && batches_[b].session == session) free_batch(b, false);  // (gone above)
 }
 
 std::uint32_t TaskLog::add_batch(std::uint64_t session, std::string_view frame) {
@@ -83,9 +73,13 @@ void TaskLog::task_done(std::uint32_t batch) {
 void TaskLog::forget_batch(std::uint32_t b) {
   opening();
   write([&] { journal_.forget(batches_[b].record); });
+  free_batch(b, true);
+}
+
+void TaskLog::free_batch(std::uint32_t b, bool forget_notes) {
   for (std::uint32_t n : batches_[b].notes)
     if (notes_[n].record != 0 && --notes_[n].batches == 0) {
-      write([&] { journal_.forget(notes_[n].record); });
+      if (forget_notes) write([&] { journal_.forget(notes_[n].record); });
       notes_[n].record = 0;
       free_notes_.push_back(n);
     }

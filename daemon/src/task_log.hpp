@@ -106,6 +106,9 @@ class TaskLog {
   std::uint32_t new_batch(std::int64_t record, std::uint64_t session);
   std::uint32_t new_note(std::int64_t record, const std::vector<std::uint32_t>& batches);
   void forget_batch(std::uint32_t b);
+  // Frees its slot, and the notes that spoke only of it (forgetting their records too, or not
+  // when the caller already forgot them all).
+  void free_batch(std::uint32_t b, bool forget_notes);
 
   void opening() {  // before each write: the first of a group starts its window
     if (!journal_.in_group()) since_ = std::chrono::steady_clock::now();
